@@ -1,0 +1,302 @@
+"""Route files and the model catalogue: pydantic schemas and a loader whose errors name
+the file, the route and the field, so a user knows exactly what to fix."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from semroute.errors import ConfigError
+
+CATALOGUE_FILE = "models.yaml"
+_WS = re.compile(r"\s+")
+
+
+def normalise_text(text: str) -> str:
+    """Collapse whitespace and trim: the form utterances and queries are compared in."""
+    return _WS.sub(" ", text).strip()
+
+
+def utterance_key(text: str) -> str:
+    """Case- and whitespace-insensitive key used to detect the same utterance twice."""
+    return normalise_text(text).casefold()
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RouteFile(_Strict):
+    """One `routes/<name>.yaml`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
+    description: str = Field(min_length=1)
+    model: str | list[str]
+    utterances: list[str] = Field(min_length=1)
+    threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
+    system_prompt: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("model")
+    @classmethod
+    def _model_chain_not_empty(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list) and not v:
+            raise ValueError("must name at least one model key")
+        return v
+
+    @field_validator("utterances")
+    @classmethod
+    def _utterances_not_blank(cls, v: list[str]) -> list[str]:
+        for i, text in enumerate(v):
+            if not normalise_text(text):
+                raise ValueError(f"utterance #{i + 1} is empty")
+        return v
+
+
+class ModelEntry(_Strict):
+    """One model of the catalogue: which SDK, which model id, where, what it costs."""
+
+    provider: Literal["anthropic", "openai"]
+    model: str = Field(min_length=1)
+    base_url: str | None = None
+    api_key_env: str | None = None
+    input_price: float = Field(default=0.0, ge=0, description="USD per million input tokens")
+    output_price: float = Field(default=0.0, ge=0, description="USD per million output tokens")
+    timeout: float = Field(default=30.0, gt=0)
+
+
+class RouterSettings(_Strict):
+    """Router-wide settings; those that shape the index are recorded in its manifest."""
+
+    encoder: str = "all-MiniLM-L6-v2"
+    backend: Literal["torch", "onnx", "onnx-int8"] = "onnx-int8"
+    index_type: Literal["auto", "flat", "hnsw"] = "auto"
+    top_k: int = Field(default=10, ge=1, le=1000)
+    score_threshold: float = Field(default=0.5, ge=-1.0, le=1.0)
+    margin_threshold: float = Field(default=0.05, ge=0.0, le=2.0)
+    max_query_chars: int = Field(default=2000, ge=16)
+    classifier_model: str | None = None
+    classifier_timeout: float = Field(default=10.0, gt=0)
+    default_route: str | None = None
+
+    def index_fields(self) -> dict[str, Any]:
+        """The settings an index depends on (a change means `semroute build`)."""
+        return {"encoder": self.encoder, "backend": self.backend, "index_type": self.index_type}
+
+
+class CatalogueFile(_Strict):
+    """`routes/models.yaml`: model profiles and router settings."""
+
+    profile: str = "default"
+    profiles: dict[str, dict[str, ModelEntry]] = Field(min_length=1)
+    router: RouterSettings = Field(default_factory=RouterSettings)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A validated route, with where it came from."""
+
+    name: str
+    description: str
+    models: tuple[str, ...]
+    utterances: tuple[str, ...]
+    threshold: float | None
+    system_prompt: str | None
+    metadata: dict[str, Any]
+    file: Path
+
+    def content_hash(self) -> str:
+        """Hash of what the index depends on: the name and the utterances."""
+        payload = json.dumps([self.name, [normalise_text(u) for u in self.utterances]])
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RouteSet:
+    """Everything read from a routes folder: routes, the active profile's models, settings."""
+
+    directory: Path
+    routes: tuple[Route, ...]
+    models: dict[str, ModelEntry]
+    settings: RouterSettings
+    profile: str
+    profiles: dict[str, dict[str, ModelEntry]] = field(repr=False)
+
+    def route(self, name: str) -> Route:
+        for r in self.routes:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.routes]
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part + 1}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _pydantic_problems(path: Path, err: ValidationError, route: str | None) -> list[str]:
+    where = f"{path}" + (f": route '{route}'" if route else "")
+    problems = []
+    for e in err.errors():
+        field_name = _loc(e["loc"]) or "(file)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see README 'Route files')"
+        elif e["type"] == "missing":
+            msg = "required field is missing"
+        problems.append(f"{where}: field '{field_name}': {msg}")
+    return problems
+
+
+def _read_yaml(path: Path) -> tuple[Any, list[str]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [f"{path}: cannot read file: {exc}"]
+    try:
+        return yaml.safe_load(text), []
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        return None, [f"{path}: invalid YAML: {line}{exc.problem or exc}"]
+    except yaml.YAMLError as exc:
+        return None, [f"{path}: invalid YAML: {exc}"]
+
+
+def _load_catalogue(path: Path, problems: list[str]) -> CatalogueFile | None:
+    if not path.exists():
+        problems.append(f"{path}: the model catalogue is missing (see README 'Model catalogue')")
+        return None
+    data, errs = _read_yaml(path)
+    problems.extend(errs)
+    if errs:
+        return None
+    if not isinstance(data, dict):
+        problems.append(f"{path}: expected a mapping with 'profiles' and 'router'")
+        return None
+    try:
+        return CatalogueFile.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(path, exc, None))
+        return None
+
+
+def _load_route_file(path: Path, problems: list[str], invalid: set[str]) -> Route | None:
+    data, errs = _read_yaml(path)
+    problems.extend(errs)
+    if errs:
+        return None
+    if not isinstance(data, dict):
+        problems.append(f"{path}: expected a mapping with name, description, model, utterances")
+        return None
+    name = data.get("name") if isinstance(data.get("name"), str) else None
+    try:
+        spec = RouteFile.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(path, exc, name))
+        invalid.add(name or path.stem)
+        return None
+    models = (spec.model,) if isinstance(spec.model, str) else tuple(spec.model)
+    return Route(
+        name=spec.name,
+        description=normalise_text(spec.description),
+        models=models,
+        utterances=tuple(normalise_text(u) for u in spec.utterances),
+        threshold=spec.threshold,
+        system_prompt=spec.system_prompt,
+        metadata=dict(spec.metadata),
+        file=path,
+    )
+
+
+def _cross_checks(routes: list[Route], cat: CatalogueFile, cat_path: Path,
+                  invalid: set[str]) -> list[str]:
+    """Checks across files. Routes whose own file failed (`invalid`) are not reported again."""
+    problems: list[str] = []
+    seen_names: dict[str, Route] = {}
+    seen_utts: dict[str, tuple[Route, str]] = {}
+    for r in routes:
+        if r.name in seen_names:
+            other = seen_names[r.name].file
+            problems.append(f"{r.file}: route '{r.name}': field 'name': duplicate route name "
+                            f"(also defined in {other})")
+            continue
+        seen_names[r.name] = r
+        for text in r.utterances:
+            key = utterance_key(text)
+            if key in seen_utts:
+                other_route, _ = seen_utts[key]
+                where = ("appears twice in this route" if other_route is r
+                         else f"is also in route '{other_route.name}' ({other_route.file})")
+                problems.append(f"{r.file}: route '{r.name}': field 'utterances': "
+                                f"'{text}' {where}")
+            else:
+                seen_utts[key] = (r, text)
+        for profile_name, models in cat.profiles.items():
+            for key in r.models:
+                if key not in models:
+                    problems.append(
+                        f"{r.file}: route '{r.name}': field 'model': '{key}' is not in profile "
+                        f"'{profile_name}' of {cat_path} (known: {', '.join(sorted(models))})")
+    s = cat.router
+    if s.default_route is not None and s.default_route not in {*seen_names, *invalid}:
+        problems.append(f"{cat_path}: field 'router.default_route': no route named "
+                        f"'{s.default_route}'")
+    for profile_name, models in cat.profiles.items():
+        if s.classifier_model is not None and s.classifier_model not in models:
+            problems.append(f"{cat_path}: field 'router.classifier_model': '{s.classifier_model}'"
+                            f" is not in profile '{profile_name}'")
+    if cat.profile not in cat.profiles:
+        problems.append(f"{cat_path}: field 'profile': '{cat.profile}' is not one of "
+                        f"{', '.join(sorted(cat.profiles))}")
+    return problems
+
+
+def route_files(directory: Path) -> list[Path]:
+    """The route files of a folder, in a stable order (the catalogue excluded)."""
+    files = [*directory.glob("*.yaml"), *directory.glob("*.yml")]
+    return sorted(p for p in files if p.name != CATALOGUE_FILE)
+
+
+def load_routes(directory: str | Path = "routes", *, profile: str | None = None) -> RouteSet:
+    """Read and validate a routes folder; raise `ConfigError` listing every problem found."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigError([f"{directory}: routes folder not found (pass --routes DIR)"])
+    problems: list[str] = []
+    cat_path = directory / CATALOGUE_FILE
+    catalogue = _load_catalogue(cat_path, problems)
+    files = route_files(directory)
+    if not files:
+        problems.append(f"{directory}: no route files (*.yaml besides {CATALOGUE_FILE})")
+    invalid: set[str] = set()
+    routes = [r for p in files if (r := _load_route_file(p, problems, invalid)) is not None]
+    if catalogue is not None:
+        problems.extend(_cross_checks(routes, catalogue, cat_path, invalid))
+    if problems or catalogue is None:
+        raise ConfigError(problems)
+    active = profile or catalogue.profile
+    if active not in catalogue.profiles:
+        raise ConfigError([f"profile '{active}' is not in {cat_path} "
+                           f"(known: {', '.join(sorted(catalogue.profiles))})"])
+    return RouteSet(
+        directory=directory,
+        routes=tuple(routes),
+        models=dict(catalogue.profiles[active]),
+        settings=catalogue.router,
+        profile=active,
+        profiles={k: dict(v) for k, v in catalogue.profiles.items()},
+    )

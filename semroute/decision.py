@@ -1,0 +1,83 @@
+"""The routing decision: one shape whatever decided it, so it can be logged and explained."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Method = Literal["index", "classifier", "default", "undecided"]
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, recursively, so the dict is exactly what JSON will carry."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """An utterance near the query."""
+
+    text: str
+    similarity: float
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A route considered for the query, its score and its nearest utterances."""
+
+    route: str
+    score: float
+    neighbours: tuple[Neighbour, ...]
+
+
+@dataclass(frozen=True)
+class ClassifierCall:
+    """What the fallback classifier did: which model, what it answered, what it cost."""
+
+    model: str
+    answer: str | None
+    latency_ms: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where a query goes and why.
+
+    `route` is None when nothing decided (method "undecided"): the index found no route
+    clearing the thresholds and no classifier or default route took it.
+    `timings_ms` has one entry per stage that ran (normalise, encode, search, score, classify).
+    """
+
+    query: str
+    route: str | None
+    method: Method
+    score: float
+    margin: float
+    threshold: float
+    margin_threshold: float
+    reason: str
+    candidates: tuple[Candidate, ...]
+    timings_ms: dict[str, float]
+    truncated: bool = False
+    classifier: ClassifierCall | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_ms(self) -> float:
+        return sum(self.timings_ms.values())
+
+    def to_dict(self, *, include_query: bool = True) -> dict[str, Any]:
+        """A JSON-ready dict with every field (query text optional, for privacy in traces)."""
+        d: dict[str, Any] = _plain(asdict(self))
+        d["total_ms"] = self.total_ms
+        if not include_query:
+            d.pop("query")
+        return d

@@ -1,0 +1,149 @@
+"""From a query to a `Decision` using the index alone: normalise, encode, kNN search, score
+each route, take the margin between the best two, and decide or stay undecided."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from semroute.config import RouteSet, normalise_text
+from semroute.decision import Candidate, Decision, Neighbour
+from semroute.encoder import Encoder, QueryCache
+from semroute.errors import QueryError
+from semroute.index import RouteIndex
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+NEIGHBOURS_SHOWN = 3
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Score and margin thresholds: router-wide, with per-route score overrides."""
+
+    score: float
+    margin: float
+    per_route: dict[str, float]
+
+    def for_route(self, route: str) -> float:
+        return self.per_route.get(route, self.score)
+
+    def check(self, route: str | None, score: float, margin: float,
+              runner_up: str | None = None) -> str | None:
+        """The decision rule: None when `route` is accepted, else the reason it is not."""
+        if route is None:
+            return "the index is empty"
+        threshold = self.for_route(route)
+        if score < threshold:
+            return f"score {score:.3f} of '{route}' is below the threshold {threshold:.3f}"
+        if margin < self.margin:
+            return (f"margin {margin:.3f} between '{route}' and '{runner_up or '-'}' is below "
+                    f"{self.margin:.3f}")
+        return None
+
+
+def prepare_query(text: str, max_chars: int) -> tuple[str, bool]:
+    """Whitespace-normalise a query and cut it to `max_chars`; say whether it was cut."""
+    if not isinstance(text, str):
+        raise QueryError(f"a query must be a string, got {type(text).__name__}")
+    q = normalise_text(text)
+    if not q:
+        raise QueryError("the query is empty (after trimming whitespace)")
+    if len(q) > max_chars:
+        return q[:max_chars], True
+    return q, False
+
+
+def score_routes(sims: NDArray[np.float32], ids: NDArray[np.int64],
+                 labels: NDArray[np.int32]) -> tuple[dict[int, float], float]:
+    """Per-route score from one query's top-k neighbours, and a bound for unseen routes.
+
+    A route scores the similarity of its nearest utterance (1-NN per route): it is a cosine a
+    user can read, and it matches how utterances are written (each one a way to ask).
+    A route with no utterance in the top k scores at most the k-th similarity, which is
+    returned as the floor used for the margin when only one route was seen.
+    """
+    scores: dict[int, float] = {}
+    floor = float(sims[-1]) if len(sims) else 0.0
+    for sim, vid in zip(sims.tolist(), ids.tolist(), strict=True):
+        if vid < 0:
+            floor = -1.0
+            continue
+        r = int(labels[vid])
+        if r not in scores:
+            scores[r] = sim
+    return scores, floor
+
+
+class Matcher:
+    """Routes queries with the index: one code path for single queries and batches."""
+
+    def __init__(self, routes: RouteSet, index: RouteIndex, encoder: Encoder, *,
+                 thresholds: Thresholds | None = None, cache_size: int = 4096) -> None:
+        self.routes = routes
+        self.index = index
+        self.encoder = encoder
+        self.cache = QueryCache(encoder, cache_size)
+        s = routes.settings
+        self.top_k = s.top_k
+        self.max_chars = s.max_query_chars
+        self.thresholds = thresholds or Thresholds(
+            s.score_threshold, s.margin_threshold,
+            {r.name: r.threshold for r in routes.routes if r.threshold is not None})
+
+    def match(self, query: str) -> Decision:
+        return self.match_batch([query])[0]
+
+    def match_batch(self, queries: Sequence[str]) -> list[Decision]:
+        """Decisions for many queries; encode and search run once for the whole batch."""
+        n = max(len(queries), 1)
+        t0 = time.perf_counter()
+        prepared = [prepare_query(q, self.max_chars) for q in queries]
+        t1 = time.perf_counter()
+        vecs, _ = self.cache.encode([q for q, _ in prepared])
+        t2 = time.perf_counter()
+        sims, ids = self.index.search(vecs, self.top_k)
+        t3 = time.perf_counter()
+        per_query = {"normalise": (t1 - t0) * 1e3 / n, "encode": (t2 - t1) * 1e3 / n,
+                     "search": (t3 - t2) * 1e3 / n}
+        out = []
+        for (q, cut), s_row, i_row in zip(prepared, sims, ids, strict=True):
+            ts = time.perf_counter()
+            decision_parts = self._decide(s_row, i_row)
+            timings = dict(per_query, score=(time.perf_counter() - ts) * 1e3)
+            out.append(Decision(query=q, truncated=cut, timings_ms=timings, **decision_parts))
+        return out
+
+    def _decide(self, sims: NDArray[np.float32],
+                ids: NDArray[np.int64]) -> dict[str, object]:
+        labels, names = self.index.labels, self.index.route_names
+        scores, floor = score_routes(sims, ids, labels)
+        ranked = sorted(scores.items(), key=lambda kv: -kv[1])
+        best_score = ranked[0][1] if ranked else -1.0
+        second = ranked[1][1] if len(ranked) > 1 else floor
+        margin = max(best_score - second, 0.0)
+        candidates = tuple(
+            Candidate(route=names[r], score=round(s, 6), neighbours=tuple(
+                Neighbour(self.index.texts[v], round(float(sim), 6))
+                for sim, v in zip(sims.tolist(), ids.tolist(), strict=True)
+                if v >= 0 and labels[v] == r)[:NEIGHBOURS_SHOWN])
+            for r, s in ranked)
+        best = names[ranked[0][0]] if ranked else None
+        th = self.thresholds
+        threshold = th.for_route(best) if best else th.score
+        rejected = th.check(best, best_score, margin,
+                            candidates[1].route if len(candidates) > 1 else None)
+        if rejected is None:
+            route, method = best, "index"
+            reason = (f"score {best_score:.3f} ≥ {threshold:.3f} and margin {margin:.3f} ≥ "
+                      f"{th.margin:.3f}")
+        else:
+            route, method, reason = None, "undecided", rejected
+        return {"route": route, "method": method, "score": round(best_score, 6),
+                "margin": round(margin, 6), "threshold": threshold,
+                "margin_threshold": th.margin, "reason": reason, "candidates": candidates}

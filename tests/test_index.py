@@ -1,0 +1,157 @@
+"""Index builds are incremental and atomic; stale or corrupt indexes are refused, with the fix."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from semroute.config import load_routes
+from semroute.errors import (
+    ConfigError,
+    CorruptIndexError,
+    IndexNotFoundError,
+    StaleIndexError,
+)
+from semroute.index import RouteIndex, build_index, current_build
+from semroute.router import Router
+from tests.conftest import TINY_ROUTES, WriteRoutes
+
+
+@pytest.fixture
+def built(write_routes: WriteRoutes, tmp_path: Path) -> tuple[Path, Path]:
+    routes = write_routes()
+    out = tmp_path / "index"
+    build_index(routes, out)
+    return routes, out
+
+
+def add_utterances(routes: Path, route: str, texts: list[str]) -> None:
+    f = routes / f"{route}.yaml"
+    spec = yaml.safe_load(f.read_text())
+    spec["utterances"] += texts
+    f.write_text(yaml.safe_dump(spec))
+
+
+def test_build_writes_a_loadable_index(built: tuple[Path, Path]) -> None:
+    routes, out = built
+    idx = RouteIndex.load(out, load_routes(routes))
+    assert idx.manifest.n_vectors == 10
+    assert sorted(idx.route_names) == ["code", "greet"]
+    assert idx.manifest.encoder.name == "all-MiniLM-L6-v2" and idx.manifest.encoder.dim == 384
+    assert set(idx.manifest.routes) == {"code", "greet"}
+
+
+def test_rebuild_embeds_only_new_utterances(built: tuple[Path, Path]) -> None:
+    routes, out = built
+    new = ["print hello world in rust", "write a bash loop over files", "make a react button",
+           "generate a regex for emails", "code a fizzbuzz in go"]
+    add_utterances(routes, "code", new)
+    report = build_index(routes, out)
+    assert report.embedded == 5
+    assert report.reused == 10
+    assert report.routes_changed == ["code"]
+    assert "embedded 5" in report.summary() and "changed: code" in report.summary()
+
+
+def test_unchanged_rebuild_embeds_nothing(built: tuple[Path, Path]) -> None:
+    routes, out = built
+    report = build_index(routes, out)
+    assert report.embedded == 0 and report.reused == 10
+    assert "no route changed" in report.summary()
+
+
+def test_index_is_stale_after_utterances_change(built: tuple[Path, Path]) -> None:
+    routes, out = built
+    add_utterances(routes, "greet", ["howdy partner"])
+    with pytest.raises(StaleIndexError, match=r"greet.*semroute build"):
+        Router.load(routes, out)
+
+
+def test_index_is_stale_after_a_route_is_added(built: tuple[Path, Path]) -> None:
+    routes, out = built
+    spec = {"name": "maths", "description": "Maths.", "model": "fast",
+            "utterances": ["what is 2 plus 2", "solve x squared equals 9"]}
+    (routes / "maths.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(StaleIndexError, match=r"routes added since the build: maths"):
+        Router.load(routes, out)
+
+
+def test_descriptions_and_models_can_change_without_a_rebuild(built: tuple[Path, Path]) -> None:
+    routes, out = built
+    f = routes / "code.yaml"
+    spec = yaml.safe_load(f.read_text())
+    spec["description"] = "Anything about writing programs."
+    f.write_text(yaml.safe_dump(spec))
+    Router.load(routes, out)
+
+
+def test_index_built_with_another_encoder_is_stale(built: tuple[Path, Path]) -> None:
+    routes, out = built
+    build = current_build(out)
+    manifest = json.loads((build / "manifest.json").read_text())
+    manifest["encoder"]["weights_hash"] = "0" * 64
+    (build / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StaleIndexError, match=r"built with encoder.*semroute build"):
+        Router.load(routes, out)
+
+
+def test_missing_index_says_how_to_build_it(write_routes: WriteRoutes, tmp_path: Path) -> None:
+    with pytest.raises(IndexNotFoundError, match="semroute build"):
+        Router.load(write_routes(), tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("damage", ["truncate_vectors", "flip_byte", "delete_table",
+                                    "garbage_manifest", "dangling_pointer"])
+def test_corrupt_index_is_detected(built: tuple[Path, Path], damage: str) -> None:
+    routes, out = built
+    build = current_build(out)
+    if damage == "truncate_vectors":
+        p = build / "vectors.faiss"
+        p.write_bytes(p.read_bytes()[:100])
+    elif damage == "flip_byte":
+        p = build / "vectors.faiss"
+        data = bytearray(p.read_bytes())
+        data[-10] ^= 0xFF
+        p.write_bytes(bytes(data))
+    elif damage == "delete_table":
+        (build / "utterances.json").unlink()
+    elif damage == "garbage_manifest":
+        (build / "manifest.json").write_text("{not json")
+    else:
+        (out / "CURRENT").write_text("b-gone")
+    with pytest.raises(CorruptIndexError, match="semroute build"):
+        Router.load(routes, out)
+
+
+def test_failed_build_leaves_the_previous_index_in_place(built: tuple[Path, Path]) -> None:
+    routes, out = built
+    before = (out / "CURRENT").read_text()
+    cat = yaml.safe_load((routes / "models.yaml").read_text())
+    cat["router"]["encoder"] = str(routes / "no-such-model")
+    (routes / "models.yaml").write_text(yaml.safe_dump(cat))
+    add_utterances(routes, "code", ["one more"])
+    with pytest.raises(Exception, match="no-such-model"):
+        build_index(routes, out)
+    assert (out / "CURRENT").read_text() == before
+    assert [p.name for p in out.iterdir() if p.name.startswith(".tmp")] == []
+
+
+def test_old_builds_are_pruned(built: tuple[Path, Path]) -> None:
+    routes, out = built
+    for i in range(3):
+        add_utterances(routes, "greet", [f"greeting number {i}"])
+        build_index(routes, out)
+    builds = [p for p in out.iterdir() if p.is_dir()]
+    assert len(builds) == 2  # the live build and its predecessor
+
+
+def test_bad_route_file_stops_the_build(write_routes: WriteRoutes, tmp_path: Path) -> None:
+    routes = copy.deepcopy(TINY_ROUTES)
+    routes["code"]["utterances"] = []
+    with pytest.raises(ConfigError, match=r"code.yaml.*route 'code'.*field 'utterances'"):
+        build_index(write_routes(routes), tmp_path / "index")
+    assert not (tmp_path / "index" / "CURRENT").exists()

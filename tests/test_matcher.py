@@ -1,0 +1,118 @@
+"""Routing decisions on the example set: clear queries land, in-between queries show a small
+margin, and a decision always has the same, complete shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from semroute.decision import Decision
+from semroute.errors import QueryError
+from semroute.matcher import Thresholds
+from semroute.router import Router
+
+CASES = yaml.safe_load((Path(__file__).parent / "data" / "routing_cases.yaml").read_text())
+CLEAR = [(route, q) for route, qs in CASES["clear"].items() for q in qs]
+BETWEEN = [(c["query"], tuple(c["routes"])) for c in CASES["between"]]
+
+
+@pytest.mark.parametrize(("expected", "query"), CLEAR)
+def test_clear_query_ranks_its_route_first(router: Router, expected: str, query: str) -> None:
+    d = router.route(query)
+    assert d.candidates[0].route == expected, (
+        f"{query!r} ranked {[c.route for c in d.candidates[:3]]}, expected {expected}")
+
+
+def test_most_clear_queries_are_decided_by_the_index(router: Router) -> None:
+    decided = [router.route(q) for _, q in CLEAR]
+    by_index = [d for d in decided if d.method == "index"]
+    assert len(by_index) >= 0.7 * len(CLEAR), [(d.query, d.reason) for d in decided
+                                               if d.method != "index"]
+    for (expected, _), d in zip(CLEAR, decided, strict=True):
+        if d.method == "index":
+            assert d.route == expected
+
+
+@pytest.mark.parametrize(("query", "pair"), BETWEEN)
+def test_in_between_query_has_a_small_margin(router: Router, query: str,
+                                             pair: tuple[str, str]) -> None:
+    d = router.route(query)
+    top2 = {c.route for c in d.candidates[:2]}
+    assert d.candidates[0].route in pair, f"{query!r} went to {d.candidates[0].route}"
+    assert d.margin < 0.1 or top2 == set(pair), (
+        f"{query!r}: margin {d.margin:.3f}, top two {top2}")
+    clear_margins = sorted(router.route(q).margin for _, q in CLEAR)
+    assert d.margin < clear_margins[len(clear_margins) // 2], "should be below the median"
+
+
+def test_route_batch_equals_route_one_by_one(router: Router) -> None:
+    queries = [q for _, q in CLEAR[:12]] + [q for q, _ in BETWEEN]
+    batch = router.route_batch(queries)
+    for q, b in zip(queries, batch, strict=True):
+        one = router.route(q)
+        assert (b.route, b.method, b.candidates) == (one.route, one.method, one.candidates)
+        assert b.score == pytest.approx(one.score, abs=1e-5)
+        assert b.margin == pytest.approx(one.margin, abs=1e-5)
+
+
+def test_decision_has_every_field(router: Router) -> None:
+    d = router.route("how do I reverse a linked list")
+    assert isinstance(d, Decision)
+    assert d.method in {"index", "undecided"}
+    assert set(d.timings_ms) == {"normalise", "encode", "search", "score"}
+    assert d.candidates and d.candidates[0].neighbours
+    assert all(-1.0 <= n.similarity <= 1.0001 for c in d.candidates for n in c.neighbours)
+    assert [c.score for c in d.candidates] == sorted((c.score for c in d.candidates),
+                                                     reverse=True)
+    assert d.margin == pytest.approx(d.candidates[0].score - d.candidates[1].score, abs=1e-5)
+    assert d.score == d.candidates[0].score
+
+
+def test_off_topic_query_is_undecided(router: Router) -> None:
+    d = router.route("zxqv blorp")
+    assert d.method == "undecided" and d.route is None
+    assert "below" in d.reason
+
+
+def test_queries_are_normalised(router: Router) -> None:
+    a = router.route("  how do I   reverse a linked list \n")
+    b = router.route("how do I reverse a linked list")
+    assert a.query == b.query == "how do I reverse a linked list"
+    assert a.candidates == b.candidates
+
+
+@pytest.mark.parametrize("bad", ["", "   \n\t "])
+def test_empty_query_is_a_clear_error(router: Router, bad: str) -> None:
+    with pytest.raises(QueryError, match="empty"):
+        router.route(bad)
+
+
+def test_over_long_query_is_truncated_and_says_so(router: Router) -> None:
+    long_query = "please summarise this article for me " * 200
+    d = router.route(long_query)
+    assert d.truncated
+    assert len(d.query) == router.routes.settings.max_query_chars
+
+
+def test_per_route_threshold_overrides_the_router(router: Router) -> None:
+    query = "write a python function that checks if a string is a palindrome"
+    d = router.route(query)
+    assert d.route is not None
+    saved = router.matcher.thresholds
+    try:
+        router.matcher.thresholds = Thresholds(saved.score, saved.margin,
+                                               {d.route: d.score + 0.01})
+        strict = router.route(query + " ")  # not cached: a different decision object
+        assert strict.method == "undecided" and strict.threshold == pytest.approx(d.score + 0.01)
+    finally:
+        router.matcher.thresholds = saved
+
+
+def test_repeated_query_is_served_from_the_cache(router: Router) -> None:
+    cache = router.matcher.cache
+    router.route("an unusual query about sourdough starters")
+    hits = cache.hits
+    router.route("an unusual query about sourdough starters")
+    assert cache.hits == hits + 1
