@@ -145,6 +145,13 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("routes", help="list routes, utterance counts and models")
     _routes_arg(p)
     p.set_defaults(func=cmd_routes)
+
+    from semroute.cli_dispatch import register as register_dispatch
+
+    register_dispatch(sub)
+    from semroute.cli_quality import register as register_quality
+
+    register_quality(sub)
     return parser
 
 

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from semroute.errors import ConfigError
+from semroute.providers.base import ModelSpec
 
 CATALOGUE_FILE = "models.yaml"
 _WS = re.compile(r"\s+")
@@ -71,6 +72,13 @@ class ModelEntry(_Strict):
     output_price: float = Field(default=0.0, ge=0, description="USD per million output tokens")
     timeout: float = Field(default=30.0, gt=0)
 
+    def spec(self, key: str) -> ModelSpec:
+        """The provider-level description of this model."""
+        return ModelSpec(key=key, provider=self.provider, model=self.model,
+                         base_url=self.base_url, api_key_env=self.api_key_env,
+                         timeout=self.timeout, price_in=self.input_price,
+                         price_out=self.output_price)
+
 
 class RouterSettings(_Strict):
     """Router-wide settings; those that shape the index are recorded in its manifest."""
@@ -84,7 +92,13 @@ class RouterSettings(_Strict):
     max_query_chars: int = Field(default=2000, ge=16)
     classifier_model: str | None = None
     classifier_timeout: float = Field(default=10.0, gt=0)
+    classifier_candidates: int = Field(default=5, ge=2, le=50)
     default_route: str | None = None
+    attempts_per_model: int = Field(default=2, ge=1, le=10)
+    backoff_seconds: float = Field(default=0.2, ge=0)
+    cooldown_seconds: float = Field(default=30.0, ge=0)
+    trace_path: str | None = None
+    trace_include_query: bool = False
 
     def index_fields(self) -> dict[str, Any]:
         """The settings an index depends on (a change means `semroute build`)."""

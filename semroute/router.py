@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from semroute.calibration import Calibration, load_calibration
+from semroute.classifier import Classifier, to_default
 from semroute.config import RouteSet, load_routes
 from semroute.decision import Decision
+from semroute.effects import Plan, run_async, run_sync
 from semroute.index import RouteIndex
 from semroute.matcher import Matcher, Thresholds
 
@@ -26,20 +29,24 @@ def resolve_thresholds(routes: RouteSet, calibration: Calibration | None) -> Thr
 class Router:
     """Decides where queries go. Build one with `Router.load()` (or `semroute.load_router`)."""
 
-    def __init__(self, routes: RouteSet, index: RouteIndex, matcher: Matcher) -> None:
+    def __init__(self, routes: RouteSet, index: RouteIndex, matcher: Matcher,
+                 classifier: Classifier | None = None) -> None:
         self.routes = routes
         self.index = index
         self.matcher = matcher
+        self.classifier = classifier
 
     @classmethod
     def load(cls, routes: str | Path | RouteSet = "routes",
              index: str | Path = "indexes/default", *, profile: str | None = None,
-             verify: bool = True, threads: int = 1, cache_size: int = 4096) -> Router:
+             verify: bool = True, threads: int = 1, cache_size: int = 4096,
+             classifier: bool = True) -> Router:
         """Read the route files and the index built from them, checking that they agree.
 
         Raises `ConfigError` for a bad route file, `StaleIndexError` when the index was built
         from other files or another encoder, `CorruptIndexError`/`IndexNotFoundError` when it
-        cannot be read. `threads` is the encoder's intra-op thread count.
+        cannot be read. `threads` is the encoder's intra-op thread count. With `classifier`
+        (and `router.classifier_model` set) undecided queries go to the cheap-LLM classifier.
         """
         route_set = routes if isinstance(routes, RouteSet) else load_routes(routes,
                                                                             profile=profile)
@@ -49,8 +56,14 @@ class Router:
         faiss.omp_set_num_threads(1)
         encoder = idx.load_encoder(threads=threads)
         thresholds = resolve_thresholds(route_set, load_calibration(index))
-        return cls(route_set, idx, Matcher(route_set, idx, encoder, thresholds=thresholds,
-                                           cache_size=cache_size))
+        matcher = Matcher(route_set, idx, encoder, thresholds=thresholds, cache_size=cache_size)
+        s = route_set.settings
+        clf = None
+        if classifier and s.classifier_model is not None:
+            spec = route_set.models[s.classifier_model].spec(s.classifier_model)
+            spec = replace(spec, timeout=min(spec.timeout, s.classifier_timeout))
+            clf = Classifier(route_set, spec, max_candidates=s.classifier_candidates)
+        return cls(route_set, idx, matcher, clf)
 
     def route(self, query: str, *, use_classifier: bool = True) -> Decision:
         """Where one query goes, and why."""
@@ -60,10 +73,33 @@ class Router:
                     use_classifier: bool = True) -> list[Decision]:
         """Decisions for many queries at once (one encoder call, one search).
 
-        With `use_classifier` (and a classifier configured), queries the index leaves
-        undecided go to the fallback classifier; otherwise they stay "undecided".
+        With `use_classifier`, queries the index leaves undecided go to the fallback
+        classifier (when configured) and then to the default route; without it they stay
+        "undecided" (index only, no model call).
         """
-        return self.matcher.match_batch(queries)
+        decisions = self.matcher.match_batch(queries)
+        if not use_classifier:
+            return decisions
+        return [run_sync(self.resolve_plan(d)) if d.method == "undecided" else d
+                for d in decisions]
+
+    async def aroute(self, query: str, *, use_classifier: bool = True) -> Decision:
+        """Async `route`: the classifier call is awaited."""
+        return await run_async(self.decide_plan(query, use_classifier=use_classifier))
+
+    def decide_plan(self, query: str, *, use_classifier: bool = True) -> Plan[Decision]:
+        """The whole decision for one query as a plan (index, then the fallback)."""
+        decision = self.matcher.match(query)
+        if not use_classifier or decision.method != "undecided":
+            return decision
+        return (yield from self.resolve_plan(decision))
+
+    def resolve_plan(self, decision: Decision) -> Plan[Decision]:
+        """What happens to an undecided decision: classifier, else the default route."""
+        default = self.routes.settings.default_route
+        if self.classifier is None:
+            return to_default(decision, default, "no classifier configured")
+        return (yield from self.classifier.plan(decision, default))
 
 
 def load_router(routes: str | Path | RouteSet = "routes", index: str | Path = "indexes/default",

@@ -14,6 +14,8 @@ from semroute.config import RouteSet, load_routes
 from semroute.index import build_index
 from semroute.router import Router
 
+pytest_plugins = ["tests.conftest_llm"]
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_ROUTES = REPO / "routes"
 

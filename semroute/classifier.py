@@ -1,0 +1,109 @@
+"""The cheap-LLM fallback: when the index is undecided, a small model picks among the
+candidate routes (or "none"), its output constrained to exactly those names.
+
+Whatever goes wrong (an error, a timeout, an answer that is no allowed name) the query goes to
+the default route with the reason recorded: the classifier never raises into a chatbot.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import replace
+
+from semroute.config import RouteSet
+from semroute.decision import ClassifierCall, Decision
+from semroute.effects import ModelCall, Plan, completed
+from semroute.providers import ModelSpec, Provider, ProviderError, make_provider
+
+NONE_LABEL = "none"
+SYSTEM = (
+    "You are a request router. Read the user's message and choose the ONE handler below that "
+    "should answer it. Reply with the handler's name only.\n\nHandlers:\n{handlers}\n"
+    f"- {NONE_LABEL}: the message fits none of the handlers above."
+)
+
+
+class Classifier:
+    """Picks a route for undecided queries with a cheap model; caches answers per query."""
+
+    def __init__(self, routes: RouteSet, spec: ModelSpec, *, max_candidates: int = 5,
+                 examples: int = 3, max_tokens: int = 24, cache_size: int = 1024) -> None:
+        self.routes = routes
+        self.spec = spec
+        self.provider: Provider[object, object] = make_provider(spec)
+        self.max_candidates = max_candidates
+        self.examples = examples
+        self.max_tokens = max_tokens
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, tuple[str, ...]], str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def candidates(self, decision: Decision) -> list[str]:
+        """The routes offered to the model: the index's best few, else every route."""
+        names = [c.route for c in decision.candidates[: self.max_candidates]]
+        return names if len(names) >= 2 else self.routes.names[: max(self.max_candidates, 2)]
+
+    def system_prompt(self, names: list[str]) -> str:
+        lines = []
+        for name in names:
+            r = self.routes.route(name)
+            examples = "; ".join(f'"{u}"' for u in r.utterances[: self.examples])
+            lines.append(f"- {name}: {r.description} Examples: {examples}")
+        return SYSTEM.format(handlers="\n".join(lines))
+
+    def plan(self, decision: Decision, default_route: str | None) -> Plan[Decision]:
+        """Resolve an undecided decision: yields at most one model call."""
+        names = self.candidates(decision)
+        key = (decision.query, tuple(names))
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+        if cached is not None:
+            call = ClassifierCall(model=self.spec.key, answer=cached, latency_ms=0.0, cached=True)
+            return _resolved(decision, cached, call, default_route)
+        t0 = time.perf_counter()
+        outcome = completed((yield ModelCall(
+            self.provider, [{"role": "user", "content": decision.query}],
+            {"system": self.system_prompt(names), "max_tokens": self.max_tokens,
+             "labels": [*names, NONE_LABEL]})))
+        latency = (time.perf_counter() - t0) * 1e3
+        if isinstance(outcome, ProviderError):
+            kind = "timed out" if outcome.status is None and "timeout" in str(outcome).lower() \
+                else "failed"
+            call = ClassifierCall(model=self.spec.key, answer=None, latency_ms=latency,
+                                  error=f"{kind}: {outcome}")
+            return _resolved(decision, None, call, default_route)
+        call = ClassifierCall(model=self.spec.key, answer=outcome.label, latency_ms=latency,
+                              input_tokens=outcome.usage.input_tokens,
+                              output_tokens=outcome.usage.output_tokens,
+                              error=None if outcome.label else
+                              f"invalid answer {outcome.text[:80]!r}")
+        if outcome.label is not None:
+            with self._lock:
+                self._cache[key] = outcome.label
+                if len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return _resolved(decision, outcome.label, call, default_route)
+
+
+def _resolved(decision: Decision, answer: str | None, call: ClassifierCall,
+              default_route: str | None) -> Decision:
+    timings = dict(decision.timings_ms, classify=call.latency_ms)
+    if answer is not None and answer != NONE_LABEL:
+        return replace(decision, route=answer, method="classifier", classifier=call,
+                       timings_ms=timings,
+                       reason=f"{decision.reason}; the classifier chose '{answer}'")
+    why = "the classifier chose none" if answer == NONE_LABEL else \
+        f"the classifier gave no valid answer ({call.error})"
+    return to_default(replace(decision, classifier=call, timings_ms=timings),
+                      default_route, why)
+
+
+def to_default(decision: Decision, default_route: str | None, why: str) -> Decision:
+    """Send an undecided query to the default route (or to no route, if none is set)."""
+    target = f"the default route '{default_route}'" if default_route else "no route (none set)"
+    return replace(decision, route=default_route, method="default",
+                   reason=f"{decision.reason}; {why}: {target}")

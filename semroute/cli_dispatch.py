@@ -1,0 +1,112 @@
+"""CLI verbs that call models: `semroute dispatch` and the interactive `semroute chat`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TRACE = "traces/semroute.jsonl"
+
+
+def _dispatcher(args: argparse.Namespace) -> Any:
+    from semroute.dispatch import Dispatcher
+    from semroute.router import Router
+
+    router = Router.load(args.routes, args.index, profile=args.profile,
+                         classifier=not args.no_classifier)
+    return Dispatcher(router, trace=None if args.no_trace else args.trace,
+                      include_query=args.include_query or None)
+
+
+def _first_line(text: str, width: int = 70) -> str:
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def cmd_dispatch(args: argparse.Namespace) -> int:
+    from semroute.errors import SemrouteError
+
+    queries = list(args.query)
+    if args.file:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        queries += [q for q in text.splitlines() if q.strip()]
+    if not queries:
+        raise SemrouteError("give a query, or --file FILE with one query per line")
+    d = _dispatcher(args)
+    rows = [("query", "route", "method", "model", "ms", "cost $", "answer (first line)")]
+    for q in queries:
+        r = d.dispatch(q, max_tokens=args.max_tokens)
+        rows.append((q[:44] + ("..." if len(q) > 44 else ""), r.route, r.decision.method,
+                     f"{r.model_key}={r.provider}:{r.model}", f"{r.latency_ms['total']:.0f}",
+                     f"{r.cost_usd:.6f}", _first_line(r.text)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    if d.trace is not None:
+        print(f"\ntrace: {args.trace}", file=sys.stderr)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from semroute.errors import SemrouteError
+
+    d = _dispatcher(args)
+    history: list[dict[str, str]] = []
+    print("semroute chat: type a message (Ctrl-D or /quit to leave, /reset to forget)",
+          file=sys.stderr)
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            print(file=sys.stderr)
+            return 0
+        if line in ("/quit", "/exit"):
+            return 0
+        if line == "/reset":
+            history.clear()
+            continue
+        if not line:
+            continue
+        history.append({"role": "user", "content": line})
+        try:
+            r = d.dispatch(history, max_tokens=args.max_tokens, stream=True)
+        except SemrouteError as exc:
+            history.pop()
+            print(f"[error] {exc}", file=sys.stderr)
+            continue
+        dec = r.decision
+        print(f"[{dec.route} via {dec.method}: score {dec.score:.2f}, margin {dec.margin:.2f} "
+              f"-> {r.model_key} ({r.provider}:{r.model})]", file=sys.stderr)
+        sys.stdout.write("bot> ")
+        for chunk in r:
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+        print()
+        print(f"[{r.usage.output_tokens} tokens, {r.latency_ms['total']:.0f} ms, "
+              f"${r.cost_usd:.6f}]", file=sys.stderr)
+        history.append({"role": "assistant", "content": r.text})
+
+
+def register(sub: Any) -> None:
+    """Add the `dispatch` and `chat` verbs to the `semroute` parser."""
+    from semroute.cli import _index_arg, _routes_arg
+
+    for name, func, text in (("dispatch", cmd_dispatch, "route queries and answer them"),
+                             ("chat", cmd_chat, "interactive chat showing each decision")):
+        p = sub.add_parser(name, help=text)
+        if name == "dispatch":
+            p.add_argument("query", nargs="*", help="query text(s)")
+            p.add_argument("--file", metavar="FILE", help="queries, one per line ('-' = stdin)")
+        _routes_arg(p)
+        _index_arg(p)
+        p.add_argument("--max-tokens", type=int, default=256)
+        p.add_argument("--no-classifier", action="store_true",
+                       help="undecided queries go straight to the default route")
+        p.add_argument("--trace", default=DEFAULT_TRACE, metavar="FILE",
+                       help=f"append one JSON line per request (default: {DEFAULT_TRACE})")
+        p.add_argument("--no-trace", action="store_true", help="write no trace")
+        p.add_argument("--include-query", action="store_true",
+                       help="put the query text in the trace (off unless models.yaml says so)")
+        p.set_defaults(func=func)
