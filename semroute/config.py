@@ -8,7 +8,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -86,8 +86,9 @@ class RouterSettings(_Strict):
     encoder: str = "all-MiniLM-L6-v2"
     backend: Literal["torch", "onnx", "onnx-int8"] = "onnx-int8"
     index_type: Literal["auto", "flat", "hnsw"] = "auto"
-    top_k: int = Field(default=10, ge=1, le=1000)
-    score_threshold: float = Field(default=0.5, ge=-1.0, le=1.0)
+    top_k: int = Field(default=32, ge=1, le=1000)
+    blend_alpha: float = Field(default=0.4, ge=0.0, le=1.0)
+    score_threshold: Annotated[float, Field(ge=-1.0, le=1.0)] | Literal["auto"] = "auto"
     margin_threshold: float = Field(default=0.05, ge=0.0, le=2.0)
     max_query_chars: int = Field(default=2000, ge=16)
     classifier_model: str | None = None
@@ -102,7 +103,8 @@ class RouterSettings(_Strict):
 
     def index_fields(self) -> dict[str, Any]:
         """The settings an index depends on (a change means `semroute build`)."""
-        return {"encoder": self.encoder, "backend": self.backend, "index_type": self.index_type}
+        return {"encoder": self.encoder, "backend": self.backend, "index_type": self.index_type,
+                "blend_alpha": self.blend_alpha}
 
 
 class CatalogueFile(_Strict):

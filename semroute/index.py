@@ -32,7 +32,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from semroute._version import __version__
 from semroute.config import RouteSet, load_routes
 from semroute.encoder import (
-    ONNX_BACKENDS,
     Encoder,
     Fingerprint,
     SentenceTransformerEncoder,
@@ -42,6 +41,7 @@ from semroute.encoder import (
     resolve_model_path,
 )
 from semroute.errors import CorruptIndexError, IndexNotFoundError, StaleIndexError
+from semroute.scoring import RouteStats, build_route_stats
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -200,6 +200,7 @@ class RouteIndex:
     route_names: list[str]
     labels: NDArray[np.int32]
     texts: list[str]
+    stats: RouteStats
 
     @classmethod
     def load(cls, index_dir: str | Path, routes: RouteSet | None = None, *,
@@ -234,7 +235,8 @@ class RouteIndex:
         if labels.size and (labels.min() < 0 or labels.max() >= len(route_names)):
             raise CorruptIndexError(f"{build / 'utterances.json'} has route ids out of range: "
                                     f"{_REBUILD}")
-        return cls(index_dir, manifest, fi, route_names, labels, texts)
+        return cls(index_dir, manifest, fi, route_names, labels, texts,
+                   _read_stats(build, len(route_names), manifest.encoder.dim))
 
     @property
     def build_dir(self) -> Path:
@@ -256,6 +258,26 @@ class RouteIndex:
         k = min(k, self.faiss_index.ntotal)
         sims, ids = self.faiss_index.search(queries, k)
         return sims, ids
+
+
+def _read_stats(build: Path, n_routes: int, dim: int) -> RouteStats:
+    path = build / "route_stats.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            stats = RouteStats(z["centroids"].astype(np.float32), z["offsets"].astype(np.float32),
+                               float(z["default_threshold"]), float(z["alpha"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise CorruptIndexError(f"{path} is unreadable ({exc}): {_REBUILD}") from None
+    if stats.centroids.shape != (n_routes, dim) or stats.offsets.shape != (n_routes,):
+        raise CorruptIndexError(f"{path} does not match the index's routes: {_REBUILD}")
+    return stats
+
+
+def _write_stats(path: Path, stats: RouteStats) -> None:
+    with path.open("wb") as f:
+        np.savez(f, centroids=stats.centroids, offsets=stats.offsets,
+                 default_threshold=np.float64(stats.default_threshold),
+                 alpha=np.float64(stats.alpha))
 
 
 # ---------------------------------------------------------------- building
@@ -398,6 +420,10 @@ def build_index(routes: RouteSet | str | Path = "routes", out: str | Path = "ind
 
             faiss.write_index(_make_faiss(vectors, index_type), str(tmp / "vectors.faiss"))
             np.save(tmp / "embeddings.npy", vectors, allow_pickle=False)
+            labels = np.asarray([i for i, _ in rows], dtype=np.int32)
+            _write_stats(tmp / "route_stats.npz",
+                         build_route_stats(vectors, labels, len(routes.routes),
+                                           routes.settings.blend_alpha))
             table = {"routes": routes.names, "rows": rows}
             _fsync_write(tmp / "utterances.json", json.dumps(table).encode())
             files = {str(p.relative_to(tmp)): FileEntry(sha256=file_sha256(p),

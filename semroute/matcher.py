@@ -10,16 +10,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from semroute.calibration import Calibration
 from semroute.config import RouteSet, normalise_text
 from semroute.decision import Candidate, Decision, Neighbour
 from semroute.encoder import Encoder, QueryCache
 from semroute.errors import QueryError
 from semroute.index import RouteIndex
+from semroute.scoring import score_query
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 NEIGHBOURS_SHOWN = 3
+CANDIDATES_SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -59,25 +62,18 @@ def prepare_query(text: str, max_chars: int) -> tuple[str, bool]:
     return q, False
 
 
-def score_routes(sims: NDArray[np.float32], ids: NDArray[np.int64],
-                 labels: NDArray[np.int32]) -> tuple[dict[int, float], float]:
-    """Per-route score from one query's top-k neighbours, and a bound for unseen routes.
-
-    A route scores the similarity of its nearest utterance (1-NN per route): it is a cosine a
-    user can read, and it matches how utterances are written (each one a way to ask).
-    A route with no utterance in the top k scores at most the k-th similarity, which is
-    returned as the floor used for the margin when only one route was seen.
-    """
-    scores: dict[int, float] = {}
-    floor = float(sims[-1]) if len(sims) else 0.0
-    for sim, vid in zip(sims.tolist(), ids.tolist(), strict=True):
-        if vid < 0:
-            floor = -1.0
-            continue
-        r = int(labels[vid])
-        if r not in scores:
-            scores[r] = sim
-    return scores, floor
+def resolve_thresholds(routes: RouteSet, index: RouteIndex,
+                       calibration: Calibration | None = None) -> Thresholds:
+    """Route file > calibrated per-route > calibrated router-wide > models.yaml, where
+    `score_threshold: auto` means the index's label-free default (see scoring.py)."""
+    s = routes.settings
+    score = index.stats.default_threshold if s.score_threshold == "auto" else s.score_threshold
+    margin, per_route = s.margin_threshold, {}
+    if calibration is not None:
+        score, margin = calibration.score_threshold, calibration.margin_threshold
+        per_route = {k: v for k, v in calibration.per_route.items() if k in routes.names}
+    per_route.update({r.name: r.threshold for r in routes.routes if r.threshold is not None})
+    return Thresholds(score, margin, per_route)
 
 
 class Matcher:
@@ -92,9 +88,7 @@ class Matcher:
         s = routes.settings
         self.top_k = s.top_k
         self.max_chars = s.max_query_chars
-        self.thresholds = thresholds or Thresholds(
-            s.score_threshold, s.margin_threshold,
-            {r.name: r.threshold for r in routes.routes if r.threshold is not None})
+        self.thresholds = thresholds or resolve_thresholds(routes, index)
 
     def match(self, query: str) -> Decision:
         return self.match_batch([query])[0]
@@ -112,38 +106,38 @@ class Matcher:
         per_query = {"normalise": (t1 - t0) * 1e3 / n, "encode": (t2 - t1) * 1e3 / n,
                      "search": (t3 - t2) * 1e3 / n}
         out = []
-        for (q, cut), s_row, i_row in zip(prepared, sims, ids, strict=True):
+        for (q, cut), s_row, i_row, vec in zip(prepared, sims, ids, vecs, strict=True):
             ts = time.perf_counter()
-            decision_parts = self._decide(s_row, i_row)
+            decision_parts = self._decide(s_row, i_row, vec)
             timings = dict(per_query, score=(time.perf_counter() - ts) * 1e3)
             out.append(Decision(query=q, truncated=cut, timings_ms=timings, **decision_parts))
         return out
 
-    def _decide(self, sims: NDArray[np.float32],
-                ids: NDArray[np.int64]) -> dict[str, object]:
-        labels, names = self.index.labels, self.index.route_names
-        scores, floor = score_routes(sims, ids, labels)
-        ranked = sorted(scores.items(), key=lambda kv: -kv[1])
-        best_score = ranked[0][1] if ranked else -1.0
-        second = ranked[1][1] if len(ranked) > 1 else floor
-        margin = max(best_score - second, 0.0)
+    def _decide(self, sims: NDArray[np.float32], ids: NDArray[np.int64],
+                 query: NDArray[np.float32]) -> dict[str, object]:
+        idx = self.index
+        scored = score_query(sims, ids, query, idx.labels, idx.stats)
+        near: dict[int, list[Neighbour]] = {}
+        for sim, v in zip(sims.tolist(), ids.tolist(), strict=True):
+            if v >= 0:
+                hits = near.setdefault(int(idx.labels[v]), [])
+                if len(hits) < NEIGHBOURS_SHOWN:
+                    hits.append(Neighbour(idx.texts[v], round(float(sim), 6)))
         candidates = tuple(
-            Candidate(route=names[r], score=round(s, 6), neighbours=tuple(
-                Neighbour(self.index.texts[v], round(float(sim), 6))
-                for sim, v in zip(sims.tolist(), ids.tolist(), strict=True)
-                if v >= 0 and labels[v] == r)[:NEIGHBOURS_SHOWN])
-            for r, s in ranked)
-        best = names[ranked[0][0]] if ranked else None
+            Candidate(route=idx.route_names[r], score=round(float(scored.scores[r]), 6),
+                      neighbours=tuple(near.get(int(r), ())))
+            for r in scored.order[:CANDIDATES_SHOWN])
+        best = candidates[0].route if candidates and candidates[0].neighbours else None
         th = self.thresholds
         threshold = th.for_route(best) if best else th.score
-        rejected = th.check(best, best_score, margin,
+        rejected = th.check(best, scored.confidence, scored.margin,
                             candidates[1].route if len(candidates) > 1 else None)
         if rejected is None:
             route, method = best, "index"
-            reason = (f"score {best_score:.3f} ≥ {threshold:.3f} and margin {margin:.3f} ≥ "
-                      f"{th.margin:.3f}")
+            reason = (f"score {scored.confidence:.3f} ≥ {threshold:.3f} and margin "
+                      f"{scored.margin:.3f} ≥ {th.margin:.3f}")
         else:
             route, method, reason = None, "undecided", rejected
-        return {"route": route, "method": method, "score": round(best_score, 6),
-                "margin": round(margin, 6), "threshold": threshold,
+        return {"route": route, "method": method, "score": round(scored.confidence, 6),
+                "margin": round(scored.margin, 6), "threshold": threshold,
                 "margin_threshold": th.margin, "reason": reason, "candidates": candidates}

@@ -6,24 +6,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from semroute.calibration import Calibration, load_calibration
+from semroute.calibration import load_calibration
 from semroute.classifier import Classifier, to_default
 from semroute.config import RouteSet, load_routes
 from semroute.decision import Decision
 from semroute.effects import Plan, run_async, run_sync
 from semroute.index import RouteIndex
-from semroute.matcher import Matcher, Thresholds
-
-
-def resolve_thresholds(routes: RouteSet, calibration: Calibration | None) -> Thresholds:
-    """Route file > calibrated per-route > calibrated router-wide > models.yaml."""
-    s = routes.settings
-    score, margin, per_route = s.score_threshold, s.margin_threshold, {}
-    if calibration is not None:
-        score, margin = calibration.score_threshold, calibration.margin_threshold
-        per_route = {k: v for k, v in calibration.per_route.items() if k in routes.names}
-    per_route.update({r.name: r.threshold for r in routes.routes if r.threshold is not None})
-    return Thresholds(score, margin, per_route)
+from semroute.matcher import Matcher, resolve_thresholds
 
 
 class Router:
@@ -55,7 +44,7 @@ class Router:
 
         faiss.omp_set_num_threads(1)
         encoder = idx.load_encoder(threads=threads)
-        thresholds = resolve_thresholds(route_set, load_calibration(index))
+        thresholds = resolve_thresholds(route_set, idx, load_calibration(index))
         matcher = Matcher(route_set, idx, encoder, thresholds=thresholds, cache_size=cache_size)
         s = route_set.settings
         clf = None

@@ -1,0 +1,179 @@
+"""CLI verbs for routing quality: `semroute eval`, `semroute fit`, `semroute lint`.
+
+Only argparse is imported here; the library modules load inside the verbs, so `semroute
+--help` and the other verbs stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from semroute.errors import SemrouteError
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--text-col", default="text", help="column of the query text")
+    p.add_argument("--label-col", default="label", help="column of the route name ('oos' = none)")
+
+
+def register(sub: Any) -> None:
+    """Add the eval, fit and lint verbs to the `semroute` sub-parsers."""
+    from semroute.cli import _index_arg, _routes_arg
+
+    p = sub.add_parser("eval", help="measure routing quality on labelled data")
+    p.add_argument("--data", required=True, metavar="FILE", help="CSV/JSONL with text,label")
+    _routes_arg(p)
+    _index_arg(p)
+    _data_args(p)
+    p.add_argument("--with-classifier", action="store_true",
+                   help="send what the index leaves undecided to the classifier")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.add_argument("--report", metavar="DIR", default=None,
+                   help="report folder (default: reports/eval-<timestamp>)")
+    p.add_argument("--latency-sample", type=int, default=100, metavar="N",
+                   help="route the first N queries one at a time to time them (default 100)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("fit", help="fit score/margin thresholds on labelled validation data")
+    p.add_argument("--data", required=True, metavar="VALIDATION", help="CSV/JSONL text,label")
+    p.add_argument("--test", metavar="TEST", help="held-out CSV/JSONL to check the fit on")
+    p.add_argument("--target-misroute", type=float, default=0.03, metavar="RATE",
+                   help="highest misroute rate of the index path (default 0.03)")
+    p.add_argument("--min-route-rows", type=int, default=30, metavar="N",
+                   help="rows a route needs for its own threshold (default 30; 0 = none)")
+    p.add_argument("--min-coverage", type=float, default=0.0, metavar="SHARE",
+                   help="refuse when the index would decide less than this share")
+    p.add_argument("--dry-run", action="store_true", help="do not write calibration.json")
+    _routes_arg(p)
+    _index_arg(p)
+    _data_args(p)
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("lint", help="find utterances and routes that will route badly")
+    _routes_arg(p)
+    _index_arg(p)
+    p.add_argument("--strict", action="store_true", help="fail on warnings too")
+    p.add_argument("--near-dup", type=float, default=0.92, metavar="SIM",
+                   help="similarity from which utterances of two routes are near-duplicates")
+    p.set_defaults(func=cmd_lint)
+
+
+# ---------------------------------------------------------------- eval
+
+
+def _summary(result: Any) -> str:
+    from semroute.report import PATHS, metrics_table
+
+    m = result.metrics
+    lines = [metrics_table(m), "", "path        share   misroute"]
+    lines += [f"{p:<10}  {m[f'{p}_rate']:.3f}   "
+              + (f"{v:.3f}" if (v := m.get(f"misroute_rate_{p}")) is not None else "–")
+              for p in PATHS]
+    if result.unknown_labels:
+        lines += ["", "labels that are not routes (scored as oos): " + ", ".join(
+            f"{k} ({v})" for k, v in result.unknown_labels.items())]
+    if result.confusions:
+        lines += ["", "top confusions (label -> predicted: rows)"]
+        lines += [f"  {c.gold} -> {c.predicted}: {c.count}   e.g. {c.examples[0]!r}"
+                  for c in result.confusions[:8]]
+    return "\n".join(lines)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from semroute.evaluate import evaluate, load_labelled
+    from semroute.report import write_report
+    from semroute.router import Router
+
+    data = load_labelled(args.data, text_col=args.text_col, label_col=args.label_col)
+    router = Router.load(args.routes, args.index, profile=args.profile)
+    result = evaluate(router, data, with_classifier=args.with_classifier,
+                      latency_sample=max(args.latency_sample, 0))
+    result.info["data"] = str(args.data)
+    out = args.report or f"reports/eval-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    write_report(result, out, title=f"semroute eval: {args.data}")
+    if args.json:
+        print(json.dumps({**result.metrics, "unknown_labels": result.unknown_labels,
+                          "report": str(out)}))
+    else:
+        print(_summary(result))
+        print(f"\nreport: {out}/report.md")
+    return 0
+
+
+# ---------------------------------------------------------------- fit
+
+
+def _fit_lines(fit: Any) -> list[str]:
+    per = ", ".join(f"{k}={v:.3f}" for k, v in sorted(fit.per_route.items())) or "none"
+    upper = fit.misroute_upper95
+    return [
+        f"score threshold   {fit.score_threshold:.4f}",
+        f"margin threshold  {fit.margin_threshold:.4f}",
+        f"per-route         {per}",
+        f"expected coverage {fit.coverage:.1%} decided by the index "
+        f"({1 - fit.coverage:.1%} to the classifier / fallback)",
+        f"expected misroute {fit.misroute or 0:.2%} on the index path (target "
+        f"{fit.target:.1%}; 95% upper bound {upper or 0:.1%})",
+        *(f"note: {n}" for n in fit.notes),
+    ]
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from semroute.calibration import save_calibration
+    from semroute.evaluate import OOS, load_labelled, route_all
+    from semroute.fit import InfeasibleTargetError, evaluate_with, fit_thresholds, to_calibration
+    from semroute.router import Router
+
+    if not 0.0 <= args.target_misroute < 1.0:
+        raise SemrouteError(f"--target-misroute must be in [0, 1), got {args.target_misroute}")
+    valid = load_labelled(args.data, text_col=args.text_col, label_col=args.label_col)
+    test = (load_labelled(args.test, text_col=args.text_col, label_col=args.label_col)
+            if args.test else None)
+    router = Router.load(args.routes, args.index, profile=args.profile)
+    fixed = {r.name: r.threshold for r in router.routes.routes if r.threshold is not None}
+    decisions, _ = route_all(router, [q.text for q in valid])
+    fit = fit_thresholds(decisions, valid, target_misroute=args.target_misroute,
+                         min_route_rows=args.min_route_rows, fixed=fixed,
+                         min_coverage=args.min_coverage)
+    if not fit.feasible:
+        raise InfeasibleTargetError(fit.message)
+    print(f"fitted on {args.data} ({fit.rows} rows), index {args.index} "
+          f"(build {router.index.manifest.build_id})")
+    unknown = sorted({q.label for q in valid} - {*router.routes.names, OOS})
+    if unknown:
+        print(f"  note: labels that are not routes, scored as oos: {', '.join(unknown[:10])}")
+    print("\n".join(f"  {line}" for line in _fit_lines(fit)))
+    if not args.dry_run:
+        cal = to_calibration(fit, build_id=router.index.manifest.build_id, data=str(args.data))
+        print(f"wrote {save_calibration(args.index, cal)}")
+    if test is not None:
+        test_decisions, _ = route_all(router, [q.text for q in test])
+        m = evaluate_with(test_decisions, test, fit.thresholds(), router.routes.names).metrics
+        print(f"held-out {args.test} ({len(test)} rows): index decides {m['index_rate']:.1%}, "
+              f"index misroute {_pct(m['misroute_rate_index'])}, in-scope accuracy (index "
+              f"only) {_pct(m['in_scope_accuracy'])}, oos recall {_pct(m['oos_recall'])}")
+    return 0
+
+
+def _pct(v: Any) -> str:
+    return "–" if v is None else f"{v:.1%}"
+
+
+# ---------------------------------------------------------------- lint
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    from semroute.lint import lint_dir
+
+    findings = lint_dir(args.routes, args.index, profile=args.profile, near_dup=args.near_dup)
+    for f in findings:
+        print(f.format())
+    errors = sum(f.level == "error" for f in findings)
+    warnings = len(findings) - errors
+    print(f"{errors} error(s), {warnings} warning(s)", file=sys.stderr)
+    return 1 if errors or (args.strict and warnings) else 0
