@@ -94,8 +94,9 @@ def cmd_route(args: argparse.Namespace) -> int:
         queries += [q for q in text.splitlines() if q.strip()]
     if not queries:
         raise SemrouteError("give a query, or --file FILE with one query per line")
-    router = Router.load(args.routes, args.index, profile=args.profile)
-    decisions = [router.route(q) for q in queries]
+    router = Router.load(args.routes, args.index, profile=args.profile,
+                         classifier=args.classify)
+    decisions = [router.route(q, use_classifier=args.classify) for q in queries]
     if args.json:
         payload = [d.to_dict() for d in decisions]
         print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
@@ -138,6 +139,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", metavar="FILE", help="read queries, one per line ('-' = stdin)")
     p.add_argument("--json", action="store_true", help="print decisions as JSON")
     p.add_argument("--brief", action="store_true", help="one line per decision")
+    p.add_argument("--classify", action="store_true",
+                   help="send undecided queries to the classifier / default route (calls a "
+                        "model); without it the index alone decides")
     _routes_arg(p)
     _index_arg(p)
     p.set_defaults(func=cmd_route)

@@ -95,8 +95,7 @@ class Response:
             return
         assert isinstance(self._stream, Stream), "use `async for` on an async dispatch"
         t0 = time.perf_counter()
-        for chunk in self._stream:
-            yield chunk
+        yield from self._stream
         self._finish(self._stream.final(), t0)
 
     async def __aiter__(self) -> AsyncIterator[str]:
@@ -187,7 +186,7 @@ class Dispatcher:
     def _backoff(self, try_number: int, retry_after: float | None) -> float:
         base = self.router.routes.settings.backoff_seconds * (2 ** (try_number - 1))
         wait = base * (0.5 + self._rng.random())  # jitter: 50-150 %
-        return min(max(wait, retry_after or 0.0), 10.0)
+        return float(min(max(wait, retry_after or 0.0), 10.0))
 
     def _plan(self, request: str | Sequence[Message], system: str | None, max_tokens: int,
               stream: bool, kwargs: dict[str, Any]) -> Plan[Response]:

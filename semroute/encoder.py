@@ -136,7 +136,7 @@ class SentenceTransformerEncoder:
             try:
                 from transformers.utils import logging as hf_logging
 
-                hf_logging.disable_progress_bar()
+                hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
             except ImportError:  # pragma: no cover - older transformers
                 pass
             from sentence_transformers import SentenceTransformer

@@ -13,7 +13,8 @@ class ConfigError(SemrouteError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
-        super().__init__(f"invalid route set ({count}):\n" + "\n".join(f"  - {p}" for p in problems))
+        listed = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid route set ({count}):\n{listed}")
 
 
 class IndexNotFoundError(SemrouteError):

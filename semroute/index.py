@@ -336,6 +336,7 @@ def _make_faiss(vectors: NDArray[np.float32], index_type: str) -> Any:
     import faiss
 
     dim = vectors.shape[1]
+    fi: Any
     if index_type == "hnsw":
         fi = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         fi.hnsw.efConstruction = 80

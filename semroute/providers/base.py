@@ -1,0 +1,676 @@
+"""The provider interface: one request shape, one response shape, one error taxonomy.
+
+Adapters only translate to and from their SDK; sync and async calls share every step but the
+network call itself, which lives in two thin wrappers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, suppress
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+
+from semroute.errors import SemrouteError
+
+ProviderName = Literal["openai", "anthropic"]
+# How labels are enforced: "auto" = json_schema on OpenAI, a forced tool on Anthropic;
+# "grammar" = llama.cpp's GBNF (OpenAI-compatible llama-server only; fewer tokens, ~4x faster).
+StructuredMode = Literal["auto", "json_schema", "grammar", "tool"]
+Message = Mapping[str, str]
+PLACEHOLDER_KEY = "not-needed"
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One callable model: SDK, model name, endpoint, key variable; prices per 1M tokens."""
+
+    key: str
+    provider: ProviderName
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    timeout: float = 30.0
+    price_in: float = 0.0
+    price_out: float = 0.0
+    structured: StructuredMode = "auto"
+
+    def cost(self, usage: Usage) -> float:
+        """Price of one call in the catalogue's currency."""
+        return (usage.input_tokens * self.price_in + usage.output_tokens * self.price_out) / 1e6
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts as reported by the server; `input_tokens` includes prompt-cache hits."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A finished call. `text` is the raw output; `label` is set when labels were requested
+    and the output names exactly one of them (None if it does not). `finish_reason` uses
+    OpenAI's words ("stop", "length", "tool_calls", "content_filter")."""
+
+    text: str
+    model: str
+    provider: str
+    usage: Usage
+    finish_reason: str | None
+    latency_s: float
+    label: str | None = None
+
+
+# ---------------------------------------------------------------- errors
+
+
+class ProviderError(SemrouteError):
+    """A model call failed. Never carries the API key (messages are scrubbed)."""
+
+    retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        provider: str,
+        model: str,
+        status: int | None,
+        message: str,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+        where = f"{provider} model {model!r}"
+        code = f" (HTTP {status})" if status is not None else ""
+        super().__init__(f"{where}{code}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable despite the keyword-rich __init__
+        args = (self.provider, self.model, self.status, self.message)
+        return (type(self), args, {"retry_after": self.retry_after})
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(provider={self.provider!r}, model={self.model!r}, "
+            f"status={self.status!r}, message={self.message!r}, retry_after={self.retry_after!r})"
+        )
+
+
+class RetryableProviderError(ProviderError):
+    """Worth retrying or failing over: 408/409/429, 5xx, timeouts, refused or reset connections."""
+
+    retryable = True
+
+
+class FatalProviderError(ProviderError):
+    """Retrying the same request will not help: bad request, auth, not found, context too long."""
+
+
+def is_retryable_status(status: int) -> bool:
+    """The statuses both SDKs themselves would retry."""
+    return status in (408, 409, 429) or status >= 500
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or HTTP date)."""
+    if not headers:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """Remove a secret from text (exact occurrences)."""
+    if secret and secret != PLACEHOLDER_KEY and len(secret) >= 4:
+        return text.replace(secret, "***")
+    return text
+
+
+# ---------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A validated, provider-neutral call: system text split out, roles checked."""
+
+    messages: tuple[dict[str, str], ...]
+    system: str | None
+    max_tokens: int
+    temperature: float | None
+    labels: tuple[str, ...] | None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def make_request(
+    messages: Sequence[Message],
+    system: str | None,
+    max_tokens: int,
+    temperature: float | None,
+    labels: Sequence[str] | None,
+    extra: Mapping[str, Any],
+) -> ChatRequest:
+    """Validate inputs and fold `system` role messages into one system string."""
+    if max_tokens < 1:
+        raise ValueError("max_tokens must be >= 1")
+    systems = [system] if system else []
+    turns: list[dict[str, str]] = []
+    for i, m in enumerate(messages):
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES or not isinstance(content, str):
+            raise ValueError(f"message {i}: need role in {ROLES} and string content")
+        if role == "system":
+            systems.append(content)
+        else:
+            turns.append({"role": role, "content": content})
+    if not turns:
+        raise ValueError("need at least one user or assistant message")
+    if labels is not None:
+        labels = tuple(labels)
+        if (
+            not labels
+            or len(set(labels)) != len(labels)
+            or not all(isinstance(x, str) and x for x in labels)
+        ):
+            raise ValueError("labels must be a non-empty list of distinct non-empty strings")
+    return ChatRequest(
+        tuple(turns), "\n\n".join(systems) or None, max_tokens, temperature, labels, dict(extra)
+    )
+
+
+def merge_extra(kwargs: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Add caller's extra SDK kwargs; `extra_body` dicts are merged rather than replaced."""
+    for name, value in extra.items():
+        if name == "extra_body" and isinstance(kwargs.get(name), dict):
+            kwargs[name] = {**kwargs[name], **value}
+        else:
+            kwargs[name] = value
+    return kwargs
+
+
+def label_grammar(labels: Sequence[str]) -> str:
+    """GBNF (llama.cpp) grammar whose only sentences are the labels."""
+    return "root ::= " + " | ".join(json.dumps(x) for x in labels)
+
+
+def label_schema(labels: Sequence[str]) -> dict[str, Any]:
+    """JSON schema of `{"label": <one of labels>}` used by both adapters."""
+    return {
+        "type": "object",
+        "properties": {"label": {"type": "string", "enum": list(labels)}},
+        "required": ["label"],
+        "additionalProperties": False,
+    }
+
+
+def match_label(text: str, labels: Sequence[str]) -> str | None:
+    """The one allowed label `text` names: JSON `{"label": x}`, a bare label, or a lone mention."""
+    candidate: Any = text.strip()
+    with suppress(ValueError):
+        candidate = json.loads(candidate)
+    if isinstance(candidate, dict):
+        candidate = candidate.get("label", candidate.get("arguments", candidate))
+        if isinstance(candidate, dict):  # e.g. {"name": ..., "arguments": {"label": ...}}
+            candidate = candidate.get("label")
+    if not isinstance(candidate, str):
+        candidate = text
+    by_fold = {x.casefold(): x for x in labels}
+    stripped = candidate.strip().strip("\"'`.").strip().casefold()
+    if stripped in by_fold:
+        return by_fold[stripped]
+    found = [
+        x for x in labels if re.search(rf"(?<!\w){re.escape(x)}(?!\w)", candidate, re.IGNORECASE)
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+# ---------------------------------------------------------------- streaming
+
+
+@dataclass
+class StreamDelta:
+    """What one SDK stream event contributes; None fields leave the running state unchanged."""
+
+    text: str | None = None
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    finish_reason: str | None = None
+
+
+@dataclass
+class _StreamState:
+    parts: list[str] = field(default_factory=list)
+    model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    finish_reason: str | None = None
+    done: bool = False
+
+    def feed(self, d: StreamDelta) -> str | None:
+        self.model = d.model or self.model
+        self.input_tokens = d.input_tokens if d.input_tokens is not None else self.input_tokens
+        self.output_tokens = d.output_tokens if d.output_tokens is not None else self.output_tokens
+        self.finish_reason = d.finish_reason or self.finish_reason
+        if d.text:
+            self.parts.append(d.text)
+        return d.text or None
+
+
+class _StreamBase:
+    """Shared bookkeeping of Stream and AsyncStream."""
+
+    def __init__(self, provider: Provider[Any, Any], call: _Call, raw: Any) -> None:
+        self._provider, self._call, self._raw = provider, call, raw
+        self._state = _StreamState()
+        self._completion: Completion | None = None
+
+    def _step(self, event: Any) -> str | None:
+        return self._state.feed(self._provider._delta(event))
+
+    def _finish(self) -> Completion:
+        if self._completion is None:
+            s = self._state
+            s.done = True
+            self._completion = self._provider._completion(
+                self._call,
+                "".join(s.parts),
+                s.model,
+                Usage(s.input_tokens, s.output_tokens),
+                s.finish_reason,
+            )
+        return self._completion
+
+
+class Stream(_StreamBase):
+    """Iterate for text chunks; `final()` gives the Completion (usage included) afterwards."""
+
+    def __iter__(self) -> Iterator[str]:
+        if self._state.done:
+            return
+        with self._provider._guard(self._call):
+            for event in self._raw:
+                chunk = self._step(event)
+                if chunk:
+                    yield chunk
+        self._finish()
+
+    def final(self) -> Completion:
+        """Drain what is left and return the whole completion."""
+        for _ in self:
+            pass
+        return self._finish()
+
+    def close(self) -> None:
+        """Release the connection early."""
+        self._raw.close()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncStream(_StreamBase):
+    """Async twin of Stream: `async for chunk in s`, then `await s.final()`."""
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        if self._state.done:
+            return
+        with self._provider._guard(self._call):
+            async for event in self._raw:
+                chunk = self._step(event)
+                if chunk:
+                    yield chunk
+        self._finish()
+
+    async def final(self) -> Completion:
+        """Drain what is left and return the whole completion."""
+        async for _ in self:
+            pass
+        return self._finish()
+
+    async def close(self) -> None:
+        """Release the connection early."""
+        await self._raw.close()
+
+    async def __aenter__(self) -> AsyncStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+# ---------------------------------------------------------------- clients
+
+T = TypeVar("T")
+C = TypeVar("C")
+AC = TypeVar("AC")
+
+
+class _ClientCache:
+    """SDK clients keyed by (provider, base_url, key env, key fingerprint); async ones per loop,
+    since an async HTTP pool cannot outlive the event loop it was made on."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sync: dict[tuple[str, ...], Any] = {}
+        self._by_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[tuple[str, ...], Any]
+        ] = weakref.WeakKeyDictionary()
+
+    def get(self, key: tuple[str, ...], make: Callable[[], T], *, is_async: bool) -> T:
+        with self._lock:
+            pool = (
+                self._by_loop.setdefault(asyncio.get_running_loop(), {}) if is_async else self._sync
+            )
+            if key not in pool:
+                pool[key] = make()
+            client: T = pool[key]
+            return client
+
+
+_CLIENTS = _ClientCache()
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One prepared call: the neutral request, the SDK kwargs, the key, the start time."""
+
+    request: ChatRequest
+    kwargs: dict[str, Any]
+    api_key: str
+    started: float
+
+    def __repr__(self) -> str:  # never show the key
+        return f"_Call(request={self.request!r})"
+
+
+class _ErrorGuard(AbstractContextManager[None]):
+    """Turns SDK exceptions raised inside the block into ProviderErrors (sync and async alike)."""
+
+    def __init__(self, provider: Provider[Any, Any], call: _Call) -> None:
+        self._provider, self._call = provider, call
+
+    def __exit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if isinstance(exc, Exception) and not isinstance(exc, ProviderError):
+            mapped = self._provider._map_error(exc, self._call.api_key)
+            if mapped is not None:
+                # `from None`: the SDK exception holds the request, whose headers hold the key.
+                raise mapped from None
+
+
+# ---------------------------------------------------------------- the interface
+
+
+class Provider(ABC, Generic[C, AC]):
+    """One model behind one SDK. Subclasses translate requests, responses, events and errors."""
+
+    name: ClassVar[ProviderName]
+    default_key_env: ClassVar[str]
+    sdk_errors: ClassVar[SdkErrors]
+    structured_modes: ClassVar[tuple[StructuredMode, ...]]
+
+    def __init__(self, spec: ModelSpec) -> None:
+        if spec.provider != self.name:
+            raise ValueError(f"{type(self).__name__} cannot serve provider {spec.provider!r}")
+        if spec.structured not in self.structured_modes:
+            raise ValueError(
+                f"model {spec.key!r}: structured={spec.structured!r} is not supported by "
+                f"{self.name} (use one of {', '.join(self.structured_modes)})"
+            )
+        self.spec = spec
+
+    def __repr__(self) -> str:
+        s = self.spec
+        return f"{type(self).__name__}(key={s.key!r}, model={s.model!r}, base_url={s.base_url!r})"
+
+    # ---- public API: sync and async differ only in the awaited network call
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        system: str | None = None,
+        max_tokens: int = 256,
+        temperature: float | None = None,
+        labels: Sequence[str] | None = None,
+        **extra: Any,
+    ) -> Completion:
+        """Send one chat request and wait for the whole answer."""
+        call = self._prepare(messages, system, max_tokens, temperature, labels, extra, False)
+        with self._guard(call):
+            response = self._create(self._client(call.api_key), call.kwargs)
+        return self._from_response(call, response)
+
+    async def acomplete(
+        self,
+        messages: Sequence[Message],
+        *,
+        system: str | None = None,
+        max_tokens: int = 256,
+        temperature: float | None = None,
+        labels: Sequence[str] | None = None,
+        **extra: Any,
+    ) -> Completion:
+        """Async `complete`."""
+        call = self._prepare(messages, system, max_tokens, temperature, labels, extra, False)
+        with self._guard(call):
+            response = await self._acreate(self._aclient(call.api_key), call.kwargs)
+        return self._from_response(call, response)
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        system: str | None = None,
+        max_tokens: int = 256,
+        temperature: float | None = None,
+        labels: Sequence[str] | None = None,
+        **extra: Any,
+    ) -> Stream:
+        """Start a streamed request (HTTP errors raise here); iterate the result for text."""
+        call = self._prepare(messages, system, max_tokens, temperature, labels, extra, True)
+        with self._guard(call):
+            raw = self._create(self._client(call.api_key), call.kwargs)
+        return Stream(self, call, raw)
+
+    async def astream(
+        self,
+        messages: Sequence[Message],
+        *,
+        system: str | None = None,
+        max_tokens: int = 256,
+        temperature: float | None = None,
+        labels: Sequence[str] | None = None,
+        **extra: Any,
+    ) -> AsyncStream:
+        """Async `stream`: `s = await p.astream(...)`, `async for chunk in s`, `await s.final()`."""
+        call = self._prepare(messages, system, max_tokens, temperature, labels, extra, True)
+        with self._guard(call):
+            raw = await self._acreate(self._aclient(call.api_key), call.kwargs)
+        return AsyncStream(self, call, raw)
+
+    # ---- shared steps
+
+    def api_key(self) -> str:
+        """The key, read from the environment now; a placeholder for keyless local servers."""
+        env = self.spec.api_key_env or (
+            self.default_key_env if self.spec.base_url is None else None
+        )
+        if env is None:
+            return PLACEHOLDER_KEY
+        value = os.environ.get(env, "")
+        if not value:
+            raise FatalProviderError(
+                self.name, self.spec.model, None, f"environment variable {env} is not set"
+            )
+        return value
+
+    def _prepare(
+        self,
+        messages: Sequence[Message],
+        system: str | None,
+        max_tokens: int,
+        temperature: float | None,
+        labels: Sequence[str] | None,
+        extra: Mapping[str, Any],
+        stream: bool,
+    ) -> _Call:
+        request = make_request(messages, system, max_tokens, temperature, labels, extra)
+        kwargs = self._build(request, stream)
+        kwargs.setdefault("timeout", self.spec.timeout)
+        return _Call(request, kwargs, self.api_key(), time.perf_counter())
+
+    def _cache_key(self, api_key: str) -> tuple[str, ...]:
+        fingerprint = hashlib.sha256(api_key.encode()).hexdigest()[:16]
+        return (self.name, self.spec.base_url or "", self.spec.api_key_env or "", fingerprint)
+
+    def _client(self, api_key: str) -> C:
+        return _CLIENTS.get(
+            self._cache_key(api_key), lambda: self._new_client(api_key), is_async=False
+        )
+
+    def _aclient(self, api_key: str) -> AC:
+        return _CLIENTS.get(
+            self._cache_key(api_key), lambda: self._new_async_client(api_key), is_async=True
+        )
+
+    def _guard(self, call: _Call) -> _ErrorGuard:
+        return _ErrorGuard(self, call)
+
+    def _from_response(self, call: _Call, response: Any) -> Completion:
+        text, model, usage, finish = self._parse(response)
+        return self._completion(call, text, model, usage, finish)
+
+    def _completion(
+        self, call: _Call, text: str, model: str | None, usage: Usage, finish: str | None
+    ) -> Completion:
+        labels = call.request.labels
+        return Completion(
+            text=text,
+            model=model or self.spec.model,
+            provider=self.name,
+            usage=usage,
+            finish_reason=finish,
+            latency_s=time.perf_counter() - call.started,
+            label=match_label(text, labels) if labels else None,
+        )
+
+    def _error(
+        self, status: int | None, message: str, api_key: str, retry_after: float | None = None
+    ) -> ProviderError:
+        """Build the right ProviderError subclass for a status (None = transport failure)."""
+        cls = (
+            RetryableProviderError
+            if status is None or is_retryable_status(status)
+            else FatalProviderError
+        )
+        return cls(
+            self.name, self.spec.model, status, scrub(message, api_key), retry_after=retry_after
+        )
+
+    # ---- adapter hooks
+
+    @abstractmethod
+    def _new_client(self, api_key: str) -> C:
+        """A sync SDK client with the SDK's own retries off."""
+
+    @abstractmethod
+    def _new_async_client(self, api_key: str) -> AC:
+        """An async SDK client with the SDK's own retries off."""
+
+    @abstractmethod
+    def _build(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
+        """SDK keyword arguments for the request."""
+
+    @abstractmethod
+    def _create(self, client: C, kwargs: dict[str, Any]) -> Any:
+        """The sync network call."""
+
+    @abstractmethod
+    async def _acreate(self, client: AC, kwargs: dict[str, Any]) -> Any:
+        """The async network call."""
+
+    @abstractmethod
+    def _parse(self, response: Any) -> tuple[str, str | None, Usage, str | None]:
+        """(text, model, usage, finish_reason) of a whole response."""
+
+    @abstractmethod
+    def _delta(self, event: Any) -> StreamDelta:
+        """What one stream event contributes."""
+
+    def _map_error(self, exc: Exception, api_key: str) -> ProviderError | None:
+        """The ProviderError for an SDK exception, or None to let it propagate."""
+        sdk = self.sdk_errors
+        if isinstance(exc, sdk.status):
+            response = getattr(exc, "response", None)
+            headers = getattr(response, "headers", None)
+            message = _body_message(getattr(exc, "body", None)) or str(exc)
+            status = int(getattr(exc, "status_code", 0)) or None
+            return self._error(status, message, api_key, parse_retry_after(headers))
+        if isinstance(exc, sdk.timeout):
+            return self._error(None, f"timed out after {self.spec.timeout:g} s", api_key)
+        if isinstance(exc, sdk.connection):
+            cause = exc.__cause__ or exc.__context__
+            detail = f": {type(cause).__name__}: {cause}" if cause else ""
+            return self._error(None, f"connection failed{detail}", api_key)
+        if isinstance(exc, sdk.base):  # e.g. a response the SDK could not validate
+            return self._error(None, f"{type(exc).__name__}: {exc}", api_key)
+        return None
+
+
+@dataclass(frozen=True)
+class SdkErrors:
+    """The exception classes of one SDK that the shared error mapping needs."""
+
+    status: type[Exception]
+    timeout: type[Exception]
+    connection: type[Exception]
+    base: type[Exception]
+
+
+def _body_message(body: object) -> str | None:
+    """The human message of an OpenAI-style or Anthropic-style JSON error body."""
+    if isinstance(body, Mapping):
+        inner = body.get("error")
+        if isinstance(inner, Mapping) and isinstance(inner.get("message"), str):
+            return str(inner["message"])
+        if isinstance(body.get("message"), str):
+            return str(body["message"])
+    if isinstance(body, str) and body.strip():
+        return body.strip()[:500]
+    return None

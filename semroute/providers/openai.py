@@ -1,0 +1,100 @@
+"""Adapter for OpenAI-compatible chat completions (OpenAI itself, llama-server, vLLM, ...).
+
+Constrained output uses `response_format` json_schema with an enum (OpenAI enforces it as a
+strict structured output, llama-server compiles it to a grammar), or with
+`structured="grammar"` llama.cpp's GBNF grammar, which emits the bare label.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import openai
+
+from semroute.providers.base import (
+    ChatRequest,
+    Provider,
+    SdkErrors,
+    StreamDelta,
+    Usage,
+    label_grammar,
+    label_schema,
+    merge_extra,
+)
+
+
+class OpenAIProvider(Provider[openai.OpenAI, openai.AsyncOpenAI]):
+    """Chat completions through the official `openai` SDK."""
+
+    name = "openai"
+    default_key_env = "OPENAI_API_KEY"
+    sdk_errors = SdkErrors(
+        status=openai.APIStatusError,
+        timeout=openai.APITimeoutError,
+        connection=openai.APIConnectionError,
+        base=openai.OpenAIError,
+    )
+    structured_modes = ("auto", "json_schema", "grammar")
+
+    def _new_client(self, api_key: str) -> openai.OpenAI:
+        return openai.OpenAI(api_key=api_key, base_url=self.spec.base_url, max_retries=0)
+
+    def _new_async_client(self, api_key: str) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(api_key=api_key, base_url=self.spec.base_url, max_retries=0)
+
+    def _build(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
+        messages: list[dict[str, str]] = []
+        if request.system:
+            messages.append({"role": "system", "content": request.system})
+        messages.extend(request.messages)
+        kwargs: dict[str, Any] = {
+            "model": self.spec.model,
+            "messages": messages,
+            "max_tokens": request.max_tokens,
+        }
+        if request.temperature is not None:
+            kwargs["temperature"] = request.temperature
+        if request.labels and self.spec.structured == "grammar":
+            kwargs["extra_body"] = {"grammar": label_grammar(request.labels)}
+        elif request.labels:
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "label",
+                    "strict": True,
+                    "schema": label_schema(request.labels),
+                },
+            }
+        if stream:
+            kwargs["stream"] = True
+            kwargs["stream_options"] = {"include_usage": True}
+        return merge_extra(kwargs, request.extra)
+
+    def _create(self, client: openai.OpenAI, kwargs: dict[str, Any]) -> Any:
+        return client.chat.completions.create(**kwargs)
+
+    async def _acreate(self, client: openai.AsyncOpenAI, kwargs: dict[str, Any]) -> Any:
+        return await client.chat.completions.create(**kwargs)
+
+    def _parse(self, response: Any) -> tuple[str, str | None, Usage, str | None]:
+        choice = response.choices[0] if response.choices else None
+        text = (choice.message.content or "") if choice else ""
+        finish = choice.finish_reason if choice else None
+        return text, response.model, _usage(response.usage), finish
+
+    def _delta(self, event: Any) -> StreamDelta:
+        delta = StreamDelta(model=event.model or None)
+        if event.choices:
+            choice = event.choices[0]
+            delta.text = choice.delta.content if choice.delta else None
+            delta.finish_reason = choice.finish_reason
+        if event.usage is not None:
+            usage = _usage(event.usage)
+            delta.input_tokens, delta.output_tokens = usage.input_tokens, usage.output_tokens
+        return delta
+
+
+def _usage(usage: Any) -> Usage:
+    if usage is None:
+        return Usage()
+    return Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0)
