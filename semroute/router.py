@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +14,10 @@ from semroute.decision import Decision
 from semroute.effects import Plan, run_async, run_sync
 from semroute.index import RouteIndex
 from semroute.matcher import Matcher, resolve_thresholds
+
+
+class CalibrationWarning(UserWarning):
+    """The calibration was fitted on an earlier build of the index."""
 
 
 class Router:
@@ -44,7 +49,12 @@ class Router:
 
         faiss.omp_set_num_threads(1)
         encoder = idx.load_encoder(threads=threads)
-        thresholds = resolve_thresholds(route_set, idx, load_calibration(index))
+        calibration = load_calibration(index)
+        if calibration is not None and calibration.build_id != idx.manifest.build_id:
+            warnings.warn(f"{index}: thresholds were fitted on build {calibration.build_id}, the "
+                          f"index is now build {idx.manifest.build_id}; run `semroute fit` "
+                          f"again to recalibrate", CalibrationWarning, stacklevel=2)
+        thresholds = resolve_thresholds(route_set, idx, calibration)
         matcher = Matcher(route_set, idx, encoder, thresholds=thresholds, cache_size=cache_size)
         s = route_set.settings
         clf = None

@@ -24,7 +24,7 @@ from semroute.fit import (
 )
 from semroute.index import build_index
 from semroute.matcher import Thresholds
-from semroute.router import Router
+from semroute.router import CalibrationWarning, Router
 from tests.conftest import CATALOGUE
 
 
@@ -207,6 +207,19 @@ def test_calibration_is_read_by_the_router_and_changes_decisions(
     again = after.route_batch([q.text for q in data], use_classifier=False)
     assert [d.route for d in again] == [q.label for q in data]
     assert all(d.method == "index" for d in again)
+
+
+def test_calibration_from_an_earlier_build_warns(strict_set: tuple[Path, Path, Path],
+                                                 tmp_path: Path) -> None:
+    routes, index, data_file = strict_set
+    index_copy = tmp_path / "index"
+    shutil.copytree(index, index_copy)
+    router = Router.load(routes, index_copy)
+    fit = fit_thresholds(route_all(router, [q.text for q in load_labelled(data_file)])[0],
+                         load_labelled(data_file), target_misroute=0.5, min_route_rows=0)
+    save_calibration(index_copy, to_calibration(fit, build_id="b-earlier", data="x.csv"))
+    with pytest.warns(CalibrationWarning, match="run `semroute fit` again"):
+        Router.load(routes, index_copy)
 
 
 def test_cli_fit_writes_calibration_and_reports_held_out(

@@ -10,17 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from semroute.providers.base import (
-    AsyncStream,
     Completion,
     FatalProviderError,
-    Message,
     ModelSpec,
     Provider,
     ProviderError,
     RetryableProviderError,
-    Stream,
     Usage,
 )
+from semroute.providers.request import Message
+from semroute.providers.streaming import AsyncStream, Stream
 
 __all__ = [
     "AsyncStream",

@@ -12,15 +12,13 @@ from typing import Any
 
 import anthropic
 
-from semroute.providers.base import (
+from semroute.providers.base import Provider, SdkErrors, Usage
+from semroute.providers.request import (
     ChatRequest,
-    Provider,
-    SdkErrors,
-    StreamDelta,
-    Usage,
     label_schema,
     merge_extra,
 )
+from semroute.providers.streaming import StreamDelta
 
 TOOL_NAME = "choose_label"
 FINISH = {

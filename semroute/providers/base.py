@@ -1,36 +1,35 @@
-"""The provider interface: one request shape, one response shape, one error taxonomy.
+"""The provider interface: model spec, result types, error taxonomy, and the shared call flow.
 
 Adapters only translate to and from their SDK; sync and async calls share every step but the
-network call itself, which lives in two thin wrappers.
+network call itself, which lives in two thin wrappers. Request shaping is in request.py,
+stream bookkeeping in streaming.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
-import re
 import threading
 import time
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, suppress
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from semroute.errors import SemrouteError
+from semroute.providers.request import ChatRequest, Message, make_request, match_label
+from semroute.providers.streaming import AsyncStream, Stream, StreamDelta, StreamState
 
 ProviderName = Literal["openai", "anthropic"]
 # How labels are enforced: "auto" = json_schema on OpenAI, a forced tool on Anthropic;
 # "grammar" = llama.cpp's GBNF (OpenAI-compatible llama-server only; fewer tokens, ~4x faster).
 StructuredMode = Literal["auto", "json_schema", "grammar", "tool"]
-Message = Mapping[str, str]
 PLACEHOLDER_KEY = "not-needed"
-ROLES = ("system", "user", "assistant")
 
 
 @dataclass(frozen=True)
@@ -155,221 +154,6 @@ def scrub(text: str, secret: str | None) -> str:
     if secret and secret != PLACEHOLDER_KEY and len(secret) >= 4:
         return text.replace(secret, "***")
     return text
-
-
-# ---------------------------------------------------------------- requests
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """A validated, provider-neutral call: system text split out, roles checked."""
-
-    messages: tuple[dict[str, str], ...]
-    system: str | None
-    max_tokens: int
-    temperature: float | None
-    labels: tuple[str, ...] | None
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-
-def make_request(
-    messages: Sequence[Message],
-    system: str | None,
-    max_tokens: int,
-    temperature: float | None,
-    labels: Sequence[str] | None,
-    extra: Mapping[str, Any],
-) -> ChatRequest:
-    """Validate inputs and fold `system` role messages into one system string."""
-    if max_tokens < 1:
-        raise ValueError("max_tokens must be >= 1")
-    systems = [system] if system else []
-    turns: list[dict[str, str]] = []
-    for i, m in enumerate(messages):
-        role, content = m.get("role"), m.get("content")
-        if role not in ROLES or not isinstance(content, str):
-            raise ValueError(f"message {i}: need role in {ROLES} and string content")
-        if role == "system":
-            systems.append(content)
-        else:
-            turns.append({"role": role, "content": content})
-    if not turns:
-        raise ValueError("need at least one user or assistant message")
-    if labels is not None:
-        labels = tuple(labels)
-        if (
-            not labels
-            or len(set(labels)) != len(labels)
-            or not all(isinstance(x, str) and x for x in labels)
-        ):
-            raise ValueError("labels must be a non-empty list of distinct non-empty strings")
-    return ChatRequest(
-        tuple(turns), "\n\n".join(systems) or None, max_tokens, temperature, labels, dict(extra)
-    )
-
-
-def merge_extra(kwargs: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    """Add caller's extra SDK kwargs; `extra_body` dicts are merged rather than replaced."""
-    for name, value in extra.items():
-        if name == "extra_body" and isinstance(kwargs.get(name), dict):
-            kwargs[name] = {**kwargs[name], **value}
-        else:
-            kwargs[name] = value
-    return kwargs
-
-
-def label_grammar(labels: Sequence[str]) -> str:
-    """GBNF (llama.cpp) grammar whose only sentences are the labels."""
-    return "root ::= " + " | ".join(json.dumps(x) for x in labels)
-
-
-def label_schema(labels: Sequence[str]) -> dict[str, Any]:
-    """JSON schema of `{"label": <one of labels>}` used by both adapters."""
-    return {
-        "type": "object",
-        "properties": {"label": {"type": "string", "enum": list(labels)}},
-        "required": ["label"],
-        "additionalProperties": False,
-    }
-
-
-def match_label(text: str, labels: Sequence[str]) -> str | None:
-    """The one allowed label `text` names: JSON `{"label": x}`, a bare label, or a lone mention."""
-    candidate: Any = text.strip()
-    with suppress(ValueError):
-        candidate = json.loads(candidate)
-    if isinstance(candidate, dict):
-        candidate = candidate.get("label", candidate.get("arguments", candidate))
-        if isinstance(candidate, dict):  # e.g. {"name": ..., "arguments": {"label": ...}}
-            candidate = candidate.get("label")
-    if not isinstance(candidate, str):
-        candidate = text
-    by_fold = {x.casefold(): x for x in labels}
-    stripped = candidate.strip().strip("\"'`.").strip().casefold()
-    if stripped in by_fold:
-        return by_fold[stripped]
-    found = [
-        x for x in labels if re.search(rf"(?<!\w){re.escape(x)}(?!\w)", candidate, re.IGNORECASE)
-    ]
-    return found[0] if len(found) == 1 else None
-
-
-# ---------------------------------------------------------------- streaming
-
-
-@dataclass
-class StreamDelta:
-    """What one SDK stream event contributes; None fields leave the running state unchanged."""
-
-    text: str | None = None
-    model: str | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    finish_reason: str | None = None
-
-
-@dataclass
-class _StreamState:
-    parts: list[str] = field(default_factory=list)
-    model: str | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    finish_reason: str | None = None
-    done: bool = False
-
-    def feed(self, d: StreamDelta) -> str | None:
-        self.model = d.model or self.model
-        self.input_tokens = d.input_tokens if d.input_tokens is not None else self.input_tokens
-        self.output_tokens = d.output_tokens if d.output_tokens is not None else self.output_tokens
-        self.finish_reason = d.finish_reason or self.finish_reason
-        if d.text:
-            self.parts.append(d.text)
-        return d.text or None
-
-
-class _StreamBase:
-    """Shared bookkeeping of Stream and AsyncStream."""
-
-    def __init__(self, provider: Provider[Any, Any], call: _Call, raw: Any) -> None:
-        self._provider, self._call, self._raw = provider, call, raw
-        self._state = _StreamState()
-        self._completion: Completion | None = None
-
-    def _step(self, event: Any) -> str | None:
-        return self._state.feed(self._provider._delta(event))
-
-    def _finish(self) -> Completion:
-        if self._completion is None:
-            s = self._state
-            s.done = True
-            self._completion = self._provider._completion(
-                self._call,
-                "".join(s.parts),
-                s.model,
-                Usage(s.input_tokens, s.output_tokens),
-                s.finish_reason,
-            )
-        return self._completion
-
-
-class Stream(_StreamBase):
-    """Iterate for text chunks; `final()` gives the Completion (usage included) afterwards."""
-
-    def __iter__(self) -> Iterator[str]:
-        if self._state.done:
-            return
-        with self._provider._guard(self._call):
-            for event in self._raw:
-                chunk = self._step(event)
-                if chunk:
-                    yield chunk
-        self._finish()
-
-    def final(self) -> Completion:
-        """Drain what is left and return the whole completion."""
-        for _ in self:
-            pass
-        return self._finish()
-
-    def close(self) -> None:
-        """Release the connection early."""
-        self._raw.close()
-
-    def __enter__(self) -> Stream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class AsyncStream(_StreamBase):
-    """Async twin of Stream: `async for chunk in s`, then `await s.final()`."""
-
-    async def __aiter__(self) -> AsyncIterator[str]:
-        if self._state.done:
-            return
-        with self._provider._guard(self._call):
-            async for event in self._raw:
-                chunk = self._step(event)
-                if chunk:
-                    yield chunk
-        self._finish()
-
-    async def final(self) -> Completion:
-        """Drain what is left and return the whole completion."""
-        async for _ in self:
-            pass
-        return self._finish()
-
-    async def close(self) -> None:
-        """Release the connection early."""
-        await self._raw.close()
-
-    async def __aenter__(self) -> AsyncStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
 
 # ---------------------------------------------------------------- clients
@@ -575,6 +359,10 @@ class Provider(ABC, Generic[C, AC]):
     def _from_response(self, call: _Call, response: Any) -> Completion:
         text, model, usage, finish = self._parse(response)
         return self._completion(call, text, model, usage, finish)
+
+    def _from_stream(self, call: _Call, state: StreamState) -> Completion:
+        usage = Usage(state.input_tokens, state.output_tokens)
+        return self._completion(call, "".join(state.parts), state.model, usage, state.finish_reason)
 
     def _completion(
         self, call: _Call, text: str, model: str | None, usage: Usage, finish: str | None

@@ -11,16 +11,14 @@ from typing import Any
 
 import openai
 
-from semroute.providers.base import (
+from semroute.providers.base import Provider, SdkErrors, Usage
+from semroute.providers.request import (
     ChatRequest,
-    Provider,
-    SdkErrors,
-    StreamDelta,
-    Usage,
     label_grammar,
     label_schema,
     merge_extra,
 )
+from semroute.providers.streaming import StreamDelta
 
 
 class OpenAIProvider(Provider[openai.OpenAI, openai.AsyncOpenAI]):
