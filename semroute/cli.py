@@ -85,15 +85,21 @@ def format_brief(decisions: Sequence[dict[str, object]]) -> str:
                      for r in rows)
 
 
-def cmd_route(args: argparse.Namespace) -> int:
-    from semroute.router import Router
-
+def read_queries(args: argparse.Namespace) -> list[str]:
+    """Queries from the command line and from `--file` (one per line, '-' = stdin)."""
     queries = list(args.query)
     if args.file:
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
         queries += [q for q in text.splitlines() if q.strip()]
     if not queries:
         raise SemrouteError("give a query, or --file FILE with one query per line")
+    return queries
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from semroute.router import Router
+
+    queries = read_queries(args)
     router = Router.load(args.routes, args.index, profile=args.profile,
                          classifier=args.classify)
     decisions = [router.route(q, use_classifier=args.classify) for q in queries]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 DEFAULT_TRACE = "traces/semroute.jsonl"
@@ -26,14 +25,9 @@ def _first_line(text: str, width: int = 70) -> str:
 
 
 def cmd_dispatch(args: argparse.Namespace) -> int:
-    from semroute.errors import SemrouteError
+    from semroute.cli import read_queries
 
-    queries = list(args.query)
-    if args.file:
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-        queries += [q for q in text.splitlines() if q.strip()]
-    if not queries:
-        raise SemrouteError("give a query, or --file FILE with one query per line")
+    queries = read_queries(args)
     d = _dispatcher(args)
     rows = [("query", "route", "method", "model", "ms", "cost $", "answer (first line)")]
     for q in queries:
