@@ -32,7 +32,8 @@ def register(sub: Any) -> None:
                    help="send what the index leaves undecided to the classifier")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.add_argument("--report", metavar="DIR", default=None,
-                   help="report folder (default: reports/eval-<timestamp>)")
+                   help="report folder (default: reports/eval-<timestamp>; none with --json "
+                        "unless given)")
     p.add_argument("--latency-sample", type=int, default=100, metavar="N",
                    help="route the first N queries one at a time to time them (default 100)")
     p.set_defaults(func=cmd_eval)
@@ -94,11 +95,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(router, data, with_classifier=args.with_classifier,
                       latency_sample=max(args.latency_sample, 0))
     result.info["data"] = str(args.data)
-    out = args.report or f"reports/eval-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    write_report(result, out, title=f"semroute eval: {args.data}")
+    out = args.report
+    if out is None and not args.json:
+        out = f"reports/eval-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if out is not None:
+        write_report(result, out, title=f"semroute eval: {args.data}")
     if args.json:
         print(json.dumps({**result.metrics, "unknown_labels": result.unknown_labels,
-                          "report": str(out)}))
+                          "thresholds": {"score": router.matcher.thresholds.score,
+                                         "margin": router.matcher.thresholds.margin,
+                                         "per_route": router.matcher.thresholds.per_route},
+                          "report": out}))
     else:
         print(_summary(result))
         print(f"\nreport: {out}/report.md")
@@ -157,6 +164,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
         print(f"held-out {args.test} ({len(test)} rows): index decides {m['index_rate']:.1%}, "
               f"index misroute {_pct(m['misroute_rate_index'])}, in-scope accuracy (index "
               f"only) {_pct(m['in_scope_accuracy'])}, oos recall {_pct(m['oos_recall'])}")
+        held = m["misroute_rate_index"]
+        if held is not None and held > args.target_misroute + 0.02:
+            print(f"warning: on {args.test} the index path misroutes {held:.1%}, more than two "
+                  f"points above the {args.target_misroute:.1%} target: the validation data "
+                  f"may not look like the test data (more validation rows, or a mix of in-scope"
+                  f" and out-of-scope queries closer to real traffic, will help)",
+                  file=sys.stderr)
     return 0
 
 

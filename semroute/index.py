@@ -357,7 +357,7 @@ def _prepare_encoder(routes: RouteSet, build: Path, previous: Path | None,
         enc = SentenceTransformerEncoder(s.encoder, threads=threads)
         return enc, enc.weights_hash
     from semroute.encoder import _weights_files
-    from semroute.onnx_backend import export_onnx
+    from semroute.onnx_export import export_onnx
 
     source_hash = file_sha256(*_weights_files(resolve_model_path(s.encoder)))
     target = onnx_dir(build, s.backend)

@@ -48,6 +48,7 @@ class LintLimits:
     min_utterances_warning: int = 10
     max_mean_similarity: float = 0.85
     min_description: int = 20
+    misplaced_gap: float = 0.05  # how much closer to another route before it is reported
 
 
 def _vectors(index: RouteIndex) -> NDArray[np.float32]:
@@ -119,21 +120,25 @@ class _Linter:
                 f"keep it in one route")
 
     def misplaced(self) -> Iterator[LintFinding]:
-        """Utterances closer to another route's centroid than to their own (leave-one-out)."""
+        """Utterances clearly closer to another route's centroid than to their own
+        (leave-one-out), largest gap first; small gaps between weak matches are noise."""
         own = self.sums[self.labels] - self.vecs
         own_sim = np.einsum("ij,ij->i", _unit(own), self.vecs)
         others = self.vecs @ _unit(self.sums).T
         others[np.arange(len(self.vecs)), self.labels] = -np.inf
         best = np.argmax(others, axis=1) if others.size else np.zeros(0, dtype=np.int64)
-        for i in range(len(self.vecs)):
-            label = int(self.labels[i])
-            o = int(best[i])
-            if self.counts[label] < 2 or others[i, o] <= own_sim[i]:
+        rows = np.arange(len(self.vecs))
+        gap = others[rows, best] - own_sim if len(rows) else np.zeros(0)
+        for i in np.argsort(-gap, kind="stable"):
+            label, o = int(self.labels[i]), int(best[i])
+            if self.counts[label] < 2 or gap[i] < self.limits.misplaced_gap:
                 continue
             yield self._finding(
                 "warning", label, self.texts[i],
                 f"closer to route '{self.names[o]}' (centroid similarity {others[i, o]:.3f}) "
-                f"than to its own route (leave-one-out {own_sim[i]:.3f}): move or reword it")
+                f"than to its own route (leave-one-out {own_sim[i]:.3f}, gap {gap[i]:.3f}): "
+                f"if it belongs here, add more utterances like it to this route; if not, "
+                f"move it to '{self.names[o]}'")
 
     def per_route(self) -> Iterator[LintFinding]:
         lim = self.limits
@@ -168,7 +173,7 @@ def lint(routes: RouteSet, index: RouteIndex, *, near_dup: float = 0.92,
     linter = _Linter(routes, index, limits)
     found = [*linter.per_route(), *linter.near_duplicates(), *linter.misplaced()]
     order = {"error": 0, "warning": 1}
-    return sorted(found, key=lambda f: (order[f.level], Path(f.file).name, f.route))
+    return sorted(found, key=lambda f: order[f.level])  # stable: each check's own order
 
 
 def lint_dir(routes_dir: str | Path, index_dir: str | Path, *, profile: str | None = None,

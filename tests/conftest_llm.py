@@ -43,9 +43,11 @@ def fault_server() -> Iterator[MakeFaultServer]:
         retry_after: str | None = None,
         delay_s: float = 0.0,
         echo_auth: bool = False,
+        reply_text: str | None = None,
     ) -> FaultServer:
         server = FaultServer(
-            list(statuses), retry_after=retry_after, delay_s=delay_s, echo_auth=echo_auth
+            list(statuses), retry_after=retry_after, delay_s=delay_s, echo_auth=echo_auth,
+            reply_text=reply_text,
         ).start()
         started.append(server)
         return server

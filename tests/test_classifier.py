@@ -72,7 +72,7 @@ def test_constrained_output_is_requested_on_openai_endpoints(tmp_path: Path,
 
 def test_invalid_answer_falls_to_the_default_route(tmp_path: Path, shared_index: Path,
                                                    fault_server: MakeFaultServer) -> None:
-    ok = fault_server([200])  # answers "fault-server ok": not a route name
+    ok = fault_server([200], reply_text='{"label": "weather"}')  # not an allowed name
     router = router_with(tmp_path, shared_index, {"provider": "openai", "model": "c",
                                                   "base_url": ok.openai_base_url})
     d = router.route("write a python function to sort a list")

@@ -15,15 +15,8 @@ import numpy as np
 import pytest
 
 from semroute.errors import OnnxBackendError
-from semroute.onnx_backend import (
-    CONFIG_FILE,
-    MODEL_FILE,
-    OnnxEncoder,
-    OnnxFiles,
-    _replace_dir,
-    _sha256_file,
-    export_onnx,
-)
+from semroute.onnx_backend import CONFIG_FILE, MODEL_FILE, OnnxEncoder, OnnxFiles, _sha256_file
+from semroute.onnx_export import _replace_dir, export_onnx
 
 REPO = Path(__file__).resolve().parent.parent
 SENTENCES = [

@@ -250,6 +250,7 @@ class FaultServer:
     retry_after: str | None = None
     delay_s: float = 0.0
     echo_auth: bool = False  # put the received credentials into error messages
+    reply_text: str | None = None  # a 200's text regardless of constraints (e.g. an invalid label)
     hits: int = 0
     paths: list[str] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)
@@ -312,6 +313,8 @@ def _handler_for(fault: FaultServer) -> type[BaseHTTPRequestHandler]:
                 time.sleep(fault.delay_s)
             if path.endswith("/chat/completions"):
                 payload = _openai_ok(body) if status == 200 else _openai_error(status)
+                if status == 200 and fault.reply_text is not None:
+                    payload["choices"][0]["message"]["content"] = fault.reply_text
             elif path.endswith("/messages"):
                 payload = _anthropic_ok(body) if status == 200 else _anthropic_error(status)
             else:
