@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from semroute._version import __version__
 from semroute.config import RouteSet, load_routes
@@ -41,57 +40,24 @@ from semroute.encoder import (
     resolve_model_path,
 )
 from semroute.errors import CorruptIndexError, IndexNotFoundError, StaleIndexError
+from semroute.manifest import (
+    FORMAT_VERSION,
+    REBUILD_HINT,
+    EncoderEntry,
+    FileEntry,
+    Manifest,
+    RouteEntry,
+    _verify_files,
+    check_fresh,
+    current_build,
+    read_manifest,
+)
 from semroute.scoring import RouteStats, build_route_stats
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-FORMAT_VERSION = 1
-HNSW_MIN_VECTORS = 50_000
-_REBUILD = "run `semroute build` to rebuild it"
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class FileEntry(_Model):
-    sha256: str
-    size: int
-
-
-class RouteEntry(_Model):
-    hash: str
-    utterances: int
-    file: str
-
-
-class EncoderEntry(_Model):
-    name: str
-    backend: str
-    dim: int
-    weights_hash: str
-    source_weights_hash: str
-
-
-class Manifest(_Model):
-    """What an index was built from; checked on every load."""
-
-    format: int
-    semroute_version: str
-    build_id: str
-    created_at: str
-    encoder: EncoderEntry
-    settings: dict[str, Any]
-    index_type: str
-    n_vectors: int
-    routes: dict[str, RouteEntry]
-    files: dict[str, FileEntry]
-
-    @property
-    def fingerprint(self) -> Fingerprint:
-        e = self.encoder
-        return Fingerprint(e.name, e.backend, e.dim, e.weights_hash)
+HNSW_MIN_VECTORS = 50_000  # from this many vectors, `index_type: auto` builds HNSW
 
 
 @dataclass
@@ -120,74 +86,6 @@ class BuildReport:
         t = ", ".join(f"{k} {v:.2f}s" for k, v in self.timings_s.items())
         return f"built {self.path} ({self.build_id}) with {self.encoder}\n  " + \
             "\n  ".join(parts) + f"\n  time: {t}"
-
-
-# ---------------------------------------------------------------- reading
-
-
-def current_build(index_dir: Path) -> Path:
-    """The folder of the live build, or IndexNotFoundError."""
-    pointer = index_dir / "CURRENT"
-    if not pointer.exists():
-        raise IndexNotFoundError(f"no index at {index_dir}: {_REBUILD} "
-                                 f"(or pass --index DIR)")
-    build_id = pointer.read_text().strip()
-    build = index_dir / build_id
-    if not build_id or not build.is_dir():
-        raise CorruptIndexError(f"{pointer} names build '{build_id}', which is missing: {_REBUILD}")
-    return build
-
-
-def read_manifest(build: Path) -> Manifest:
-    path = build / "manifest.json"
-    try:
-        return Manifest.model_validate_json(path.read_bytes())
-    except FileNotFoundError:
-        raise CorruptIndexError(f"{path} is missing: {_REBUILD}") from None
-    except ValidationError as exc:
-        fmt = None
-        with contextlib.suppress(Exception):
-            fmt = json.loads(path.read_bytes()).get("format")
-        if fmt is not None and fmt != FORMAT_VERSION:
-            raise StaleIndexError(f"{path} has index format {fmt}, this semroute reads "
-                                  f"{FORMAT_VERSION}: {_REBUILD}") from None
-        raise CorruptIndexError(f"{path} is not a valid manifest ({exc.error_count()} errors): "
-                                f"{_REBUILD}") from None
-
-
-def _verify_files(build: Path, manifest: Manifest, *, hashes: bool) -> None:
-    for rel, entry in manifest.files.items():
-        p = build / rel
-        if not p.is_file():
-            raise CorruptIndexError(f"{p} is missing: {_REBUILD}")
-        if p.stat().st_size != entry.size:
-            raise CorruptIndexError(f"{p} has {p.stat().st_size} bytes, the manifest says "
-                                    f"{entry.size}: {_REBUILD}")
-        if hashes and file_sha256(p) != entry.sha256:
-            raise CorruptIndexError(f"{p} does not match its checksum: {_REBUILD}")
-
-
-def check_fresh(manifest: Manifest, routes: RouteSet, where: Path) -> None:
-    """StaleIndexError when the route files or index settings changed since the build."""
-    current = {r.name: r.content_hash() for r in routes.routes}
-    built = {name: e.hash for name, e in manifest.routes.items()}
-    added = sorted(set(current) - set(built))
-    removed = sorted(set(built) - set(current))
-    changed = sorted(n for n in set(current) & set(built) if current[n] != built[n])
-    problems = []
-    if added:
-        problems.append(f"routes added since the build: {', '.join(added)}")
-    if removed:
-        problems.append(f"routes removed since the build: {', '.join(removed)}")
-    if changed:
-        problems.append(f"routes whose utterances changed: {', '.join(changed)}")
-    settings = routes.settings.index_fields()
-    if manifest.settings != settings:
-        problems.append(f"index settings changed: built with {manifest.settings}, "
-                        f"now {settings}")
-    if problems:
-        raise StaleIndexError(f"the index at {where} is out of date with {routes.directory} ("
-                              + "; ".join(problems) + f"): {_REBUILD}")
 
 
 @dataclass
@@ -219,22 +117,22 @@ class RouteIndex:
             texts = [row[1] for row in table["rows"]]
         except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
             raise CorruptIndexError(f"{build / 'utterances.json'} is unreadable ({exc}): "
-                                    f"{_REBUILD}") from None
+                                    f"{REBUILD_HINT}") from None
         import faiss
 
         try:
             fi = faiss.read_index(str(build / "vectors.faiss"))
         except RuntimeError as exc:
             raise CorruptIndexError(f"{build / 'vectors.faiss'} is unreadable: "
-                                    f"{str(exc).splitlines()[0]}: {_REBUILD}") from None
+                                    f"{str(exc).splitlines()[0]}: {REBUILD_HINT}") from None
         if fi.ntotal != len(texts) or fi.ntotal != manifest.n_vectors or \
                 fi.d != manifest.encoder.dim:
             raise CorruptIndexError(f"{build} is inconsistent ({fi.ntotal} vectors, "
                                     f"{len(texts)} utterances, manifest {manifest.n_vectors}): "
-                                    f"{_REBUILD}")
+                                    f"{REBUILD_HINT}")
         if labels.size and (labels.min() < 0 or labels.max() >= len(route_names)):
             raise CorruptIndexError(f"{build / 'utterances.json'} has route ids out of range: "
-                                    f"{_REBUILD}")
+                                    f"{REBUILD_HINT}")
         return cls(index_dir, manifest, fi, route_names, labels, texts,
                    _read_stats(build, len(route_names), manifest.encoder.dim))
 
@@ -249,7 +147,7 @@ class RouteIndex:
         if Fingerprint.of(enc) != self.manifest.fingerprint:
             raise StaleIndexError(f"the index at {self.path} was built with encoder "
                                   f"{self.manifest.fingerprint.describe()}, but the encoder now "
-                                  f"is {Fingerprint.of(enc).describe()}: {_REBUILD}")
+                                  f"is {Fingerprint.of(enc).describe()}: {REBUILD_HINT}")
         return enc
 
     def search(self, queries: NDArray[np.float32], k: int) -> tuple[NDArray[np.float32],
@@ -267,9 +165,9 @@ def _read_stats(build: Path, n_routes: int, dim: int) -> RouteStats:
             stats = RouteStats(z["centroids"].astype(np.float32), z["offsets"].astype(np.float32),
                                float(z["default_threshold"]), float(z["alpha"]))
     except (OSError, ValueError, KeyError) as exc:
-        raise CorruptIndexError(f"{path} is unreadable ({exc}): {_REBUILD}") from None
+        raise CorruptIndexError(f"{path} is unreadable ({exc}): {REBUILD_HINT}") from None
     if stats.centroids.shape != (n_routes, dim) or stats.offsets.shape != (n_routes,):
-        raise CorruptIndexError(f"{path} does not match the index's routes: {_REBUILD}")
+        raise CorruptIndexError(f"{path} does not match the index's routes: {REBUILD_HINT}")
     return stats
 
 

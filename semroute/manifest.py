@@ -1,0 +1,130 @@
+"""An index build's manifest: what it was built from (encoder fingerprint, route hashes,
+settings, file checksums), and the checks made on load against it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from semroute.config import RouteSet
+from semroute.encoder import Fingerprint, file_sha256
+from semroute.errors import CorruptIndexError, IndexNotFoundError, StaleIndexError
+
+FORMAT_VERSION = 1
+REBUILD_HINT = "run `semroute build` to rebuild it"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FileEntry(_Model):
+    sha256: str
+    size: int
+
+
+class RouteEntry(_Model):
+    hash: str
+    utterances: int
+    file: str
+
+
+class EncoderEntry(_Model):
+    name: str
+    backend: str
+    dim: int
+    weights_hash: str
+    source_weights_hash: str
+
+
+class Manifest(_Model):
+    """What an index was built from; checked on every load."""
+
+    format: int
+    semroute_version: str
+    build_id: str
+    created_at: str
+    encoder: EncoderEntry
+    settings: dict[str, Any]
+    index_type: str
+    n_vectors: int
+    routes: dict[str, RouteEntry]
+    files: dict[str, FileEntry]
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        e = self.encoder
+        return Fingerprint(e.name, e.backend, e.dim, e.weights_hash)
+
+
+
+def current_build(index_dir: Path) -> Path:
+    """The folder of the live build, or IndexNotFoundError."""
+    pointer = index_dir / "CURRENT"
+    if not pointer.exists():
+        raise IndexNotFoundError(f"no index at {index_dir}: {REBUILD_HINT} "
+                                 f"(or pass --index DIR)")
+    build_id = pointer.read_text().strip()
+    build = index_dir / build_id
+    if not build_id or not build.is_dir():
+        raise CorruptIndexError(f"{pointer} names build '{build_id}', which is missing: "
+                                f"{REBUILD_HINT}")
+    return build
+
+
+def read_manifest(build: Path) -> Manifest:
+    path = build / "manifest.json"
+    try:
+        return Manifest.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        raise CorruptIndexError(f"{path} is missing: {REBUILD_HINT}") from None
+    except ValidationError as exc:
+        fmt = None
+        with contextlib.suppress(Exception):
+            fmt = json.loads(path.read_bytes()).get("format")
+        if fmt is not None and fmt != FORMAT_VERSION:
+            raise StaleIndexError(f"{path} has index format {fmt}, this semroute reads "
+                                  f"{FORMAT_VERSION}: {REBUILD_HINT}") from None
+        raise CorruptIndexError(f"{path} is not a valid manifest ({exc.error_count()} errors): "
+                                f"{REBUILD_HINT}") from None
+
+
+def _verify_files(build: Path, manifest: Manifest, *, hashes: bool) -> None:
+    for rel, entry in manifest.files.items():
+        p = build / rel
+        if not p.is_file():
+            raise CorruptIndexError(f"{p} is missing: {REBUILD_HINT}")
+        if p.stat().st_size != entry.size:
+            raise CorruptIndexError(f"{p} has {p.stat().st_size} bytes, the manifest says "
+                                    f"{entry.size}: {REBUILD_HINT}")
+        if hashes and file_sha256(p) != entry.sha256:
+            raise CorruptIndexError(f"{p} does not match its checksum: {REBUILD_HINT}")
+
+
+def check_fresh(manifest: Manifest, routes: RouteSet, where: Path) -> None:
+    """StaleIndexError when the route files or index settings changed since the build."""
+    current = {r.name: r.content_hash() for r in routes.routes}
+    built = {name: e.hash for name, e in manifest.routes.items()}
+    added = sorted(set(current) - set(built))
+    removed = sorted(set(built) - set(current))
+    changed = sorted(n for n in set(current) & set(built) if current[n] != built[n])
+    problems = []
+    if added:
+        problems.append(f"routes added since the build: {', '.join(added)}")
+    if removed:
+        problems.append(f"routes removed since the build: {', '.join(removed)}")
+    if changed:
+        problems.append(f"routes whose utterances changed: {', '.join(changed)}")
+    settings = routes.settings.index_fields()
+    if manifest.settings != settings:
+        problems.append(f"index settings changed: built with {manifest.settings}, "
+                        f"now {settings}")
+    if problems:
+        raise StaleIndexError(f"the index at {where} is out of date with {routes.directory} ("
+                              + "; ".join(problems) + f"): {REBUILD_HINT}")
+
+
