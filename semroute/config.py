@@ -71,13 +71,16 @@ class ModelEntry(_Strict):
     input_price: float = Field(default=0.0, ge=0, description="USD per million input tokens")
     output_price: float = Field(default=0.0, ge=0, description="USD per million output tokens")
     timeout: float = Field(default=30.0, gt=0)
+    structured: Literal["auto", "json_schema", "grammar", "tool"] = Field(
+        default="auto", description="how the classifier's output is constrained: auto = "
+        "json_schema (openai) / tool (anthropic); grammar = llama.cpp GBNF, much faster locally")
 
     def spec(self, key: str) -> ModelSpec:
         """The provider-level description of this model."""
         return ModelSpec(key=key, provider=self.provider, model=self.model,
                          base_url=self.base_url, api_key_env=self.api_key_env,
                          timeout=self.timeout, price_in=self.input_price,
-                         price_out=self.output_price)
+                         price_out=self.output_price, structured=self.structured)
 
 
 class RouterSettings(_Strict):
