@@ -21,7 +21,7 @@ from semroute.providers import (
     RetryableProviderError,
     make_provider,
 )
-from semroute.providers.base import parse_retry_after
+from semroute.providers.errors import parse_retry_after
 from semroute.providers.request import make_request, match_label
 from tests.conftest_llm import MakeFaultServer
 from tests.support.llm_server import OK_TEXT, LLMServer

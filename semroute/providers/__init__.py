@@ -9,15 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from semroute.providers.base import (
-    Completion,
-    FatalProviderError,
-    ModelSpec,
-    Provider,
-    ProviderError,
-    RetryableProviderError,
-    Usage,
-)
+from semroute.providers.base import Completion, ModelSpec, Provider, Usage
+from semroute.providers.errors import FatalProviderError, ProviderError, RetryableProviderError
 from semroute.providers.request import Message
 from semroute.providers.streaming import AsyncStream, Stream
 

@@ -1,8 +1,8 @@
-"""The provider interface: model spec, result types, error taxonomy, and the shared call flow.
+"""The provider interface: model spec, result types, and the shared call flow.
 
 Adapters only translate to and from their SDK; sync and async calls share every step but the
 network call itself, which lives in two thin wrappers. Request shaping is in request.py,
-stream bookkeeping in streaming.py.
+stream bookkeeping in streaming.py, the error taxonomy in errors.py.
 """
 
 from __future__ import annotations
@@ -17,11 +17,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
-from semroute.errors import SemrouteError
+from semroute.providers.errors import (
+    PLACEHOLDER_KEY,
+    FatalProviderError,
+    ProviderError,
+    RetryableProviderError,
+    SdkErrors,
+    _body_message,
+    is_retryable_status,
+    parse_retry_after,
+    scrub,
+)
 from semroute.providers.request import ChatRequest, Message, make_request, match_label
 from semroute.providers.streaming import AsyncStream, Stream, StreamDelta, StreamState
 
@@ -29,7 +38,7 @@ ProviderName = Literal["openai", "anthropic"]
 # How labels are enforced: "auto" = json_schema on OpenAI, a forced tool on Anthropic;
 # "grammar" = llama.cpp's GBNF (OpenAI-compatible llama-server only; fewer tokens, ~4x faster).
 StructuredMode = Literal["auto", "json_schema", "grammar", "tool"]
-PLACEHOLDER_KEY = "not-needed"
+
 
 
 @dataclass(frozen=True)
@@ -72,88 +81,6 @@ class Completion:
     finish_reason: str | None
     latency_s: float
     label: str | None = None
-
-
-# ---------------------------------------------------------------- errors
-
-
-class ProviderError(SemrouteError):
-    """A model call failed. Never carries the API key (messages are scrubbed)."""
-
-    retryable: ClassVar[bool] = False
-
-    def __init__(
-        self,
-        provider: str,
-        model: str,
-        status: int | None,
-        message: str,
-        *,
-        retry_after: float | None = None,
-    ) -> None:
-        self.provider = provider
-        self.model = model
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
-        where = f"{provider} model {model!r}"
-        code = f" (HTTP {status})" if status is not None else ""
-        super().__init__(f"{where}{code}: {message}")
-
-    def __reduce__(self) -> tuple[Any, ...]:  # picklable despite the keyword-rich __init__
-        args = (self.provider, self.model, self.status, self.message)
-        return (type(self), args, {"retry_after": self.retry_after})
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(provider={self.provider!r}, model={self.model!r}, "
-            f"status={self.status!r}, message={self.message!r}, retry_after={self.retry_after!r})"
-        )
-
-
-class RetryableProviderError(ProviderError):
-    """Worth retrying or failing over: 408/409/429, 5xx, timeouts, refused or reset connections."""
-
-    retryable = True
-
-
-class FatalProviderError(ProviderError):
-    """Retrying the same request will not help: bad request, auth, not found, context too long."""
-
-
-def is_retryable_status(status: int) -> bool:
-    """The statuses both SDKs themselves would retry."""
-    return status in (408, 409, 429) or status >= 500
-
-
-def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or HTTP date)."""
-    if not headers:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
-def scrub(text: str, secret: str | None) -> str:
-    """Remove a secret from text (exact occurrences)."""
-    if secret and secret != PLACEHOLDER_KEY and len(secret) >= 4:
-        return text.replace(secret, "***")
-    return text
 
 
 # ---------------------------------------------------------------- clients
@@ -439,26 +366,3 @@ class Provider(ABC, Generic[C, AC]):
         if isinstance(exc, sdk.base):  # e.g. a response the SDK could not validate
             return self._error(None, f"{type(exc).__name__}: {exc}", api_key)
         return None
-
-
-@dataclass(frozen=True)
-class SdkErrors:
-    """The exception classes of one SDK that the shared error mapping needs."""
-
-    status: type[Exception]
-    timeout: type[Exception]
-    connection: type[Exception]
-    base: type[Exception]
-
-
-def _body_message(body: object) -> str | None:
-    """The human message of an OpenAI-style or Anthropic-style JSON error body."""
-    if isinstance(body, Mapping):
-        inner = body.get("error")
-        if isinstance(inner, Mapping) and isinstance(inner.get("message"), str):
-            return str(inner["message"])
-        if isinstance(body.get("message"), str):
-            return str(body["message"])
-    if isinstance(body, str) and body.strip():
-        return body.strip()[:500]
-    return None
