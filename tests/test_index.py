@@ -155,3 +155,22 @@ def test_bad_route_file_stops_the_build(write_routes: WriteRoutes, tmp_path: Pat
     with pytest.raises(ConfigError, match=r"code.yaml.*route 'code'.*field 'utterances'"):
         build_index(write_routes(routes), tmp_path / "index")
     assert not (tmp_path / "index" / "CURRENT").exists()
+
+
+def test_hnsw_index_routes_like_the_flat_one(write_routes: WriteRoutes, tmp_path: Path) -> None:
+    import copy as _copy
+
+    from tests.conftest import CATALOGUE
+
+    queries = ["sort a list in python please", "good morning to you", "binary search code"]
+    decisions = {}
+    for kind in ("flat", "hnsw"):
+        cat = _copy.deepcopy(CATALOGUE)
+        cat["router"]["index_type"] = kind
+        routes = write_routes(catalogue=cat, name=f"routes-{kind}")
+        build_index(routes, tmp_path / kind)
+        router = Router.load(routes, tmp_path / kind, classifier=False)
+        assert router.index.manifest.index_type == kind
+        decisions[kind] = [(d.route, d.candidates[0].route, round(d.score, 4))
+                           for d in router.route_batch(queries, use_classifier=False)]
+    assert decisions["hnsw"] == decisions["flat"]
