@@ -308,7 +308,7 @@ def build_index(routes: RouteSet | str | Path = "routes", out: str | Path = "ind
             missing = sorted({text for _, text in rows if text not in cache})
             if missing:
                 say(f"embedding {len(missing)} new utterance(s) with {fingerprint.describe()}")
-                fresh = encoder.encode(missing, batch_size=64, show_progress=show_progress)
+                fresh = encoder.encode(missing, show_progress=show_progress)  # its own batch
                 cache.update(zip(missing, fresh, strict=True))
             vectors = np.stack([cache[t] for _, t in rows]).astype(np.float32) if rows else \
                 np.zeros((0, fingerprint.dim), dtype=np.float32)

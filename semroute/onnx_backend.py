@@ -167,7 +167,7 @@ class OnnxEncoder:
         return (f"OnnxEncoder(name={self.name!r}, backend={self.backend!r}, dim={self.dim}, "
                 f"weights={self.weights_hash[:12]})")
 
-    def encode(self, texts: Sequence[str], *, batch_size: int = 64,
+    def encode(self, texts: Sequence[str], *, batch_size: int = 16,
                show_progress: bool = False) -> NDArray[np.float32]:
         """(len(texts), dim) float32, rows L2-normalised, in the order given."""
         if isinstance(texts, str):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -40,7 +41,17 @@ class RouteStats:
 
 def build_route_stats(vectors: NDArray[np.float32], labels: NDArray[np.int32], n_routes: int,
                       alpha: float = ALPHA) -> RouteStats:
-    """Centroids, offsets and the default threshold from the utterance vectors alone."""
+    """Centroids, offsets and the default threshold from the utterance vectors alone.
+
+    BLAS runs on one thread here: the products are small, and OpenBLAS's first multi-threaded
+    call costs about a second on busy cores (benchmarks/results/latency.md).
+    """
+    with threadpool_limits(limits=1):
+        return _route_stats(vectors, labels, n_routes, alpha)
+
+
+def _route_stats(vectors: NDArray[np.float32], labels: NDArray[np.int32], n_routes: int,
+                 alpha: float) -> RouteStats:
     dim = vectors.shape[1]
     centroids = np.zeros((n_routes, dim), dtype=np.float32)
     mean_loo = np.full(n_routes, np.nan)
