@@ -115,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                f"load average {load_before[0]:.1f} before / {os.getloadavg()[0]:.1f} after")
+    command = " ".join(["python", "-m", "benchmarks.classifier_latency",
+                        *(argv if argv is not None else sys.argv[1:])])
     md = (f"# Classifier path latency\n\nsemroute {__version__}, {datetime.now(UTC):%Y-%m-%d}, "
           f"{machine}; local llama-server (SmolLM2-135M, 1 thread) on 127.0.0.1.\n\n"
-          f"Command: `{' '.join([Path(sys.executable).name, '-m', 'benchmarks.classifier_latency', *(argv or sys.argv[1:])])}`"
+          f"Command: `{command}`"
           f" (wall {time.perf_counter() - started:.0f} s)\n\n{table}\n\n"
           "`as decided`: the example thresholds (the index decides most queries; undecided ones "
           "go to the classifier). `classifier (forced)`: margin threshold 1.5, so every query "
