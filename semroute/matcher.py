@@ -114,16 +114,18 @@ class Matcher:
         t0 = time.perf_counter()
         idx = self.index
         scored = score_query(sims, ids, query, idx.labels, idx.stats)
-        near: dict[int, list[Neighbour]] = {}
-        for sim, v in zip(sims.tolist(), ids.tolist(), strict=True):
-            if v >= 0:
-                hits = near.setdefault(int(idx.labels[v]), [])
-                if len(hits) < NEIGHBOURS_SHOWN:
-                    hits.append(Neighbour(idx.texts[v], round(float(sim), 6)))
+        shown = scored.order[:CANDIDATES_SHOWN].tolist()
+        near: dict[int, list[Neighbour]] = {r: [] for r in shown}
+        valid = ids >= 0
+        for sim, v, r in zip(sims[valid].tolist(), ids[valid].tolist(),
+                             idx.labels[ids[valid]].tolist(), strict=True):
+            hits = near.get(r)
+            if hits is not None and len(hits) < NEIGHBOURS_SHOWN:
+                hits.append(Neighbour(idx.texts[v], round(sim, 6)))
+        scores = scored.scores[shown].tolist()
         candidates = tuple(
-            Candidate(route=idx.route_names[r], score=round(float(scored.scores[r]), 6),
-                      neighbours=tuple(near.get(int(r), ())))
-            for r in scored.order[:CANDIDATES_SHOWN])
+            Candidate(route=idx.route_names[r], score=round(score, 6), neighbours=tuple(near[r]))
+            for r, score in zip(shown, scores, strict=True))
         best = candidates[0].route if candidates and candidates[0].neighbours else None
         th = self.thresholds
         threshold = th.for_route(best) if best else th.score
