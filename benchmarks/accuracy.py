@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -29,7 +28,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +43,8 @@ from benchmarks.datasets import (  # noqa: E402
     Dataset,
     load_dataset,
 )
+from benchmarks.machine import machine  # noqa: E402
+from benchmarks.machine import versions as machine_versions  # noqa: E402
 from semroute.evaluate import OOS, LabelledQuery, score_decisions  # noqa: E402
 
 WORK = REPO / "benchmarks" / ".work"
@@ -588,47 +588,19 @@ def render_backends(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _ram_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return None
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def meta(cfg: BenchConfig, wall_s: float,
          peer_v: dict[str, str] | None) -> dict[str, Any]:
     """Machine, versions, settings, command, date and wall time."""
     from semroute.config import RouterSettings
 
     defaults = RouterSettings()
-    versions = {d: _version(d) for d in ("semroute-llm", "sentence-transformers", "faiss-cpu",
-                                         "torch", "onnxruntime", "transformers", "numpy")}
+    versions = machine_versions(("semroute-llm", "sentence-transformers", "faiss-cpu",
+                                         "torch", "onnxruntime", "transformers", "numpy"))
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": cfg.command,
         "wall_s": round(wall_s, 1),
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "ram_gib": _ram_gib(),
-                    "os": platform.platform(), "python": platform.python_version()},
+        "machine": machine(),
         "versions": versions,
         "peer_versions": peer_v,
         "settings": {"encoder": ENCODER, "backends": cfg.backends, "ks": [k_label(k) for k in

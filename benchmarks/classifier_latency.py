@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from benchmarks.machine import machine
 from semroute import __version__, build_index
 from semroute.router import Router
 from tests.support.llm_server import start_llm_server
@@ -113,12 +113,13 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['p95_ms']:.1f} | {r['p50_ms'] - index_p50:+.1f} | {methods} |")
     table = "\n".join(lines)
     print(table)
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-               f"load average {load_before[0]:.1f} before / {os.getloadavg()[0]:.1f} after")
+    m = machine()
+    machine_line = (f"{m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, "
+                    f"load average {load_before[0]:.1f} before / {os.getloadavg()[0]:.1f} after")
     command = " ".join(["python", "-m", "benchmarks.classifier_latency",
                         *(argv if argv is not None else sys.argv[1:])])
     md = (f"# Classifier path latency\n\nsemroute {__version__}, {datetime.now(UTC):%Y-%m-%d}, "
-          f"{machine}; local llama-server (SmolLM2-135M, 1 thread) on 127.0.0.1.\n\n"
+          f"{machine_line}; local llama-server (SmolLM2-135M, 1 thread) on 127.0.0.1.\n\n"
           f"Command: `{command}`"
           f" (wall {time.perf_counter() - started:.0f} s)\n\n{table}\n\n"
           "`as decided`: the example thresholds (the index decides most queries; undecided ones "

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -45,7 +44,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +59,8 @@ from benchmarks.latency_data import (  # noqa: E402
     make_route_set,
     write_routes,
 )
+from benchmarks.machine import machine  # noqa: E402
+from benchmarks.machine import versions as machine_versions  # noqa: E402
 
 WORKER = Path(__file__).resolve().parent / "latency_worker.py"
 WORK = REPO / "benchmarks" / ".work" / "latency"
@@ -592,38 +592,11 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- metadata, output
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _ram_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return None
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def meta(cfg: Config, wall_s: float, load_start: list[float],
          results: dict[str, Any]) -> dict[str, Any]:
-    versions = {d: _version(d) for d in ("semroute-llm", "onnxruntime", "faiss-cpu", "torch",
+    versions = machine_versions(("semroute-llm", "onnxruntime", "faiss-cpu", "torch",
                                          "sentence-transformers", "transformers", "tokenizers",
-                                         "numpy")}
+                                         "numpy"))
     peer_v = next((p.get("version") for p in results["peer"] if p.get("version")), None)
     versions["semantic-router (peer venv)"] = peer_v
     return {
@@ -631,8 +604,7 @@ def meta(cfg: Config, wall_s: float, load_start: list[float],
         "command": cfg.command,
         "wall_s": round(wall_s, 1),
         "loadavg_start": load_start, "loadavg_end": loadavg(),
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "ram_gib": _ram_gib(),
-                    "os": platform.platform(), "python": platform.python_version()},
+        "machine": machine(),
         "versions": versions,
         "settings": {"encoder": ENCODER, "sizes": [size_label(s) for s in cfg.sizes],
                      "backends": cfg.backends, "large_backends": cfg.large_backends,

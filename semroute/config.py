@@ -257,7 +257,7 @@ def _cross_checks(routes: list[Route], cat: CatalogueFile, cat_path: Path,
             continue
         seen_names[r.name] = r
         for text in r.utterances:
-            key = utterance_key(text)
+            key = text.casefold()  # utterances are normalised on load
             if key in seen_utts:
                 other_route, _ = seen_utts[key]
                 where = ("appears twice in this route" if other_route is r

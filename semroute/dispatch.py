@@ -12,6 +12,7 @@ import random
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -286,7 +287,7 @@ class Dispatcher:
         self.trace.write(record)
 
 
-_DISPATCHERS: dict[int, Dispatcher] = {}
+_DISPATCHERS: weakref.WeakKeyDictionary[Router, Dispatcher] = weakref.WeakKeyDictionary()
 _DEFAULT: list[Router] = []
 _LOCK = threading.Lock()
 
@@ -298,9 +299,9 @@ def dispatcher_for(router: Router | None) -> Dispatcher:
             if not _DEFAULT:
                 _DEFAULT.append(Router.load())
             router = _DEFAULT[0]
-        d = _DISPATCHERS.get(id(router))
-        if d is None or d.router is not router:
-            d = _DISPATCHERS[id(router)] = Dispatcher(router)
+        d = _DISPATCHERS.get(router)
+        if d is None:
+            d = _DISPATCHERS[router] = Dispatcher(router)
         return d
 
 
