@@ -45,7 +45,7 @@ from benchmarks.datasets import (  # noqa: E402
 )
 from benchmarks.machine import machine  # noqa: E402
 from benchmarks.machine import versions as machine_versions  # noqa: E402
-from semroute.evaluate import OOS, LabelledQuery, score_decisions  # noqa: E402
+from semroute.quality.evaluation import OOS, LabelledQuery, score_decisions  # noqa: E402
 
 WORK = REPO / "benchmarks" / ".work"
 RESULTS = REPO / "benchmarks" / "results"
@@ -225,7 +225,7 @@ class SemrouteRunner:
 
     def _router(self) -> Any:
         import semroute
-        from semroute.encoder import Fingerprint, QueryCache
+        from semroute.encoders import Fingerprint, QueryCache
 
         router = semroute.load_router(self.routes_dir, self.index_dir, threads=self.cfg.threads)
         fp = Fingerprint.of(router.matcher.encoder)
@@ -240,7 +240,7 @@ class SemrouteRunner:
             utterances: dict[str, list[str]]) -> tuple[list[Run], list[str | None]]:
         """Index-only and fitted runs; also returns the test top-1 routes (for agreement)."""
         import semroute
-        from semroute.fit import evaluate_with, fit_thresholds
+        from semroute.quality import evaluate_with, fit_thresholds
 
         ds, cfg = self.ds, self.cfg
         write_route_set(self.routes_dir, ds, utterances, self.backend)
@@ -292,7 +292,7 @@ class SemrouteRunner:
 
 def peer_spec(ds: Dataset, utterances: dict[str, list[str]], threads: int) -> dict[str, Any]:
     """The peer's spec: same utterances and encoder, test queries, fit on validation."""
-    from semroute.encoder import resolve_model_path
+    from semroute.encoders import resolve_model_path
 
     return {
         "encoder_path": str(resolve_model_path(ENCODER)),
@@ -308,7 +308,7 @@ def peer_spec(ds: Dataset, utterances: dict[str, list[str]], threads: int) -> di
 def peer_decisions(names: Sequence[str | None], confs: Sequence[float | None],
                    tops: Sequence[str | None], ds: Dataset) -> list[Any]:
     """The peer's answers as semroute `Decision`s, so both are scored by the same code."""
-    from semroute.decision import Candidate, Decision
+    from semroute.routing import Candidate, Decision
 
     out = []
     for q, name, conf, top in zip(ds.test, names, confs, tops, strict=True):

@@ -27,7 +27,7 @@ import yaml
 
 from benchmarks.machine import machine
 from semroute import __version__, build_index
-from semroute.router import Router
+from semroute.routing import Router
 from tests.support.llm_server import start_llm_server
 
 REPO = Path(__file__).resolve().parent.parent

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from semroute.config import utterance_key
-from semroute.evaluate import OOS, LabelledQuery, load_labelled
+from semroute.quality import OOS, LabelledQuery, load_labelled
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_DATASETS = ("banking77", "hwu64", "snips", "banking77_oos")

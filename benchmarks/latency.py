@@ -23,7 +23,7 @@ Per size and backend (onnx-int8 = the default, onnx = fp32, torch):
   and with two encoder threads, and the bare encoder on the same batches;
 - cold start: `semroute route --index ... --routes ... "query"` as a fresh process (start to the
   first byte of its printed decision; median of N runs after one untimed run), `load_router()`
-  in a fresh process, and `python -X importtime` of `import semroute.cli` and of a
+  in a fresh process, and `python -X importtime` of `import semroute.cli.app` and of a
   `semroute route` run.
 Results: a summary on stdout, benchmarks/results/latency.md and latency.json.
 """
@@ -211,15 +211,15 @@ def time_first_output(cmd: list[str], env: dict[str, str], timeout: float = 300
 
 
 def semroute_exe() -> list[str]:
-    """The installed `semroute` command (falls back to `python -m semroute.cli`)."""
+    """The installed `semroute` command (falls back to `python -m semroute.cli.app`)."""
     exe = Path(sys.executable).with_name("semroute")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "semroute.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "semroute.cli.app"]
 
 
 def script_args() -> list[str]:
     """What follows `python -X importtime` to run the `semroute` command."""
     exe = Path(sys.executable).with_name("semroute")
-    return [str(exe)] if exe.exists() else ["-m", "semroute.cli"]
+    return [str(exe)] if exe.exists() else ["-m", "semroute.cli.app"]
 
 
 # ---------------------------------------------------------------- importtime
@@ -361,7 +361,7 @@ def run_benchmark(cfg: Config, log: Log | None = None) -> dict[str, Any]:
     load_start = loadavg()
     cfg.work.mkdir(parents=True, exist_ok=True)
     bench = Bench(cfg, log)
-    from semroute.encoder import resolve_model_path
+    from semroute.encoders import resolve_model_path
 
     bench.encoder_path = str(resolve_model_path(ENCODER))
     pools = load_pools(cfg.data_root)
@@ -402,8 +402,8 @@ def run_benchmark(cfg: Config, log: Log | None = None) -> dict[str, Any]:
                                                 and not results["importtime"])):
                     env = bench.cold_env()
                     results["importtime"] = {
-                        "import semroute.cli": importtime(
-                            [sys.executable, "-X", "importtime", "-c", "import semroute.cli"],
+                        "import semroute.cli.app": importtime(
+                            [sys.executable, "-X", "importtime", "-c", "import semroute.cli.app"],
                             env),
                         "semroute route": importtime(
                             [sys.executable, "-X", "importtime", *script_args(), "route",
@@ -763,7 +763,7 @@ def render_markdown(res: dict[str, Any]) -> str:
     it = res.get("importtime") or {}
     if it:
         L.append(f"\n## Import time (`python -X importtime`, {it.get('size')} index)\n")
-        for key in ("import semroute.cli", "semroute route"):
+        for key in ("import semroute.cli.app", "semroute route"):
             d = it.get(key)
             if not d:
                 continue

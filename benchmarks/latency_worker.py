@@ -116,7 +116,7 @@ def _search_alternatives(router, queries: list[str], k: int) -> dict:
 
 def job_query(spec: dict) -> dict:
     t0 = time.perf_counter()
-    from semroute.router import Router
+    from semroute.routing import Router
 
     import_s = time.perf_counter() - t0
     t1 = time.perf_counter()

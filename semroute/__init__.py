@@ -6,7 +6,8 @@
     decision = router.route("how do I reverse a linked list")
     response = semroute.dispatch("how do I reverse a linked list", router=router)
 
-Names are imported on first use, so `import semroute` (and the CLI) stays fast.
+Names are imported on first use, so `import semroute` (and the CLI) stays fast. No public
+name is also the name of a submodule, so importing a submodule never replaces one.
 """
 
 from __future__ import annotations
@@ -19,36 +20,60 @@ from semroute._version import __version__
 _EXPORTS = {
     "RouteSet": "semroute.config",
     "load_routes": "semroute.config",
-    "Candidate": "semroute.decision",
-    "Decision": "semroute.decision",
-    "Neighbour": "semroute.decision",
-    "ConfigError": "semroute.errors",
-    "CorruptIndexError": "semroute.errors",
-    "IndexNotFoundError": "semroute.errors",
-    "QueryError": "semroute.errors",
-    "SemrouteError": "semroute.errors",
-    "StaleIndexError": "semroute.errors",
     "BuildReport": "semroute.index",
     "build_index": "semroute.index",
-    "Router": "semroute.router",
-    "load_router": "semroute.router",
-    "Dispatcher": "semroute.dispatch",
-    "Response": "semroute.dispatch",
-    "dispatch": "semroute.dispatch",
-    "adispatch": "semroute.dispatch",
+    "Candidate": "semroute.routing",
+    "ClassifierCall": "semroute.routing",
+    "Decision": "semroute.routing",
+    "Neighbour": "semroute.routing",
+    "Router": "semroute.routing",
+    "load_router": "semroute.routing",
+    "Attempt": "semroute.dispatching",
+    "Dispatcher": "semroute.dispatching",
+    "Response": "semroute.dispatching",
+    "adispatch": "semroute.dispatching",
+    "dispatch": "semroute.dispatching",
+    "AllModelsFailedError": "semroute.errors",
+    "CalibrationWarning": "semroute.errors",
+    "ConfigError": "semroute.errors",
+    "CorruptIndexError": "semroute.errors",
+    "DataError": "semroute.errors",
+    "EncoderError": "semroute.errors",
+    "FatalProviderError": "semroute.errors",
+    "IndexNotFoundError": "semroute.errors",
+    "InfeasibleTargetError": "semroute.errors",
+    "NoRouteError": "semroute.errors",
+    "OnnxBackendError": "semroute.errors",
+    "ProviderError": "semroute.errors",
+    "QueryError": "semroute.errors",
+    "RetryableProviderError": "semroute.errors",
+    "SemrouteError": "semroute.errors",
+    "StaleIndexError": "semroute.errors",
 }
 
 __all__ = [
+    "AllModelsFailedError",
+    "Attempt",
     "BuildReport",
+    "CalibrationWarning",
     "Candidate",
+    "ClassifierCall",
     "ConfigError",
     "CorruptIndexError",
+    "DataError",
     "Decision",
     "Dispatcher",
+    "EncoderError",
+    "FatalProviderError",
     "IndexNotFoundError",
+    "InfeasibleTargetError",
     "Neighbour",
+    "NoRouteError",
+    "OnnxBackendError",
+    "ProviderError",
     "QueryError",
     "Response",
+    "RetryableProviderError",
     "RouteSet",
     "Router",
     "SemrouteError",
@@ -77,15 +102,24 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from semroute.config import RouteSet, load_routes
-    from semroute.decision import Candidate, Decision, Neighbour
-    from semroute.dispatch import Dispatcher, Response, adispatch, dispatch
+    from semroute.dispatching import Attempt, Dispatcher, Response, adispatch, dispatch
     from semroute.errors import (
+        AllModelsFailedError,
+        CalibrationWarning,
         ConfigError,
         CorruptIndexError,
+        DataError,
+        EncoderError,
+        FatalProviderError,
         IndexNotFoundError,
+        InfeasibleTargetError,
+        NoRouteError,
+        OnnxBackendError,
+        ProviderError,
         QueryError,
+        RetryableProviderError,
         SemrouteError,
         StaleIndexError,
     )
     from semroute.index import BuildReport, build_index
-    from semroute.router import Router, load_router
+    from semroute.routing import Candidate, ClassifierCall, Decision, Neighbour, Router, load_router

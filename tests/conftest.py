@@ -12,7 +12,7 @@ import yaml
 
 from semroute.config import RouteSet, load_routes
 from semroute.index import build_index
-from semroute.router import Router
+from semroute.routing import Router
 
 pytest_plugins = ["tests.conftest_llm"]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from semroute.router import Router
+from semroute.routing import Router
 from tests.conftest import TINY_ROUTES
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from semroute.index import build_index
-from semroute.router import Router
+from semroute.routing import Router
 from tests.conftest_llm import MakeFaultServer
 from tests.dispatch_support import load, write_set
 from tests.support.llm_server import LLMServer

@@ -55,7 +55,7 @@ def test_build_error_exits_2_with_the_file_named(tmp_path: Path,
 def test_console_script_runs_in_a_fresh_process(example_routes: Path,
                                                 example_index: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "semroute.cli", "route", "--json", "--routes",
+        [sys.executable, "-m", "semroute.cli.app", "route", "--json", "--routes",
          str(example_routes), "--index", str(example_index), "hello there"],
         capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from semroute.dispatch import AllModelsFailedError, Dispatcher, NoRouteError
+from semroute.dispatching.dispatcher import AllModelsFailedError, Dispatcher, NoRouteError
 from semroute.index import build_index
 from semroute.providers import FatalProviderError
-from semroute.trace import read_trace
+from semroute.telemetry import read_trace
 from tests.conftest_llm import MakeFaultServer
 from tests.dispatch_support import load, write_set
 from tests.support.llm_server import LLMServer

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from semroute.cli import main
-from semroute.decision import Candidate, Decision, Method
-from semroute.evaluate import (
+from semroute.index import build_index
+from semroute.quality.evaluation import (
     OOS,
     DataError,
     LabelledQuery,
@@ -23,8 +23,7 @@ from semroute.evaluate import (
     margin_sweep,
     score_decisions,
 )
-from semroute.index import build_index
-from semroute.router import Router
+from semroute.routing import Candidate, Decision, Method, Router
 from tests.conftest import CATALOGUE
 
 ROUTES = ["a", "b", "c"]

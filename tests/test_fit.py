@@ -11,20 +11,18 @@ from typing import Any
 import pytest
 import yaml
 
-from semroute.calibration import load_calibration, save_calibration
 from semroute.cli import main
-from semroute.decision import Candidate, Decision, Method
-from semroute.evaluate import OOS, LabelledQuery, index_route, load_labelled, route_all
-from semroute.fit import (
+from semroute.index import build_index, load_calibration, save_calibration
+from semroute.quality import OOS, LabelledQuery, index_route, load_labelled, route_all
+from semroute.quality.fitting import (
     InfeasibleTargetError,
     evaluate_with,
     fit_thresholds,
     redecide,
     to_calibration,
 )
-from semroute.index import build_index
-from semroute.matcher import Thresholds
-from semroute.router import CalibrationWarning, Router
+from semroute.routing import Candidate, Decision, Method, Thresholds
+from semroute.routing.router import CalibrationWarning, Router
 from tests.conftest import CATALOGUE
 
 

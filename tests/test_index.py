@@ -17,7 +17,7 @@ from semroute.errors import (
     StaleIndexError,
 )
 from semroute.index import RouteIndex, build_index, current_build
-from semroute.router import Router
+from semroute.routing import Router
 from tests.conftest import TINY_ROUTES, WriteRoutes
 
 

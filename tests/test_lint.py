@@ -14,7 +14,7 @@ from semroute.cli import main
 from semroute.config import load_routes
 from semroute.errors import StaleIndexError
 from semroute.index import RouteIndex, build_index
-from semroute.lint import LintFinding, lint, lint_dir
+from semroute.quality import LintFinding, lint, lint_dir
 from tests.conftest import CATALOGUE, WriteRoutes
 
 DUP_BILLING = "why was I charged twice on my invoice"

@@ -8,10 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from semroute.decision import Decision
 from semroute.errors import QueryError
-from semroute.matcher import Thresholds
-from semroute.router import Router
+from semroute.routing import Decision, Router, Thresholds
 
 CASES = yaml.safe_load((Path(__file__).parent / "data" / "routing_cases.yaml").read_text())
 CLEAR = [(route, q) for route, qs in CASES["clear"].items() for q in qs]

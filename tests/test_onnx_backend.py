@@ -14,9 +14,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+from semroute.encoders.onnx_backend import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    OnnxEncoder,
+    OnnxFiles,
+    _sha256_file,
+)
+from semroute.encoders.onnx_export import _replace_dir, export_onnx
 from semroute.errors import OnnxBackendError
-from semroute.onnx_backend import CONFIG_FILE, MODEL_FILE, OnnxEncoder, OnnxFiles, _sha256_file
-from semroute.onnx_export import _replace_dir, export_onnx
 
 REPO = Path(__file__).resolve().parent.parent
 SENTENCES = [
@@ -160,7 +166,7 @@ def test_serving_path_does_not_import_torch(exports: dict[str, OnnxFiles]) -> No
     code = (
         "import json, sys\n"
         "from pathlib import Path\n"
-        "import semroute.onnx_backend as ob\n"
+        "import semroute.encoders.onnx_backend as ob\n"
         f"enc = ob.OnnxEncoder.from_dir(Path({str(exports['onnx-int8'].dir)!r}), name='m')\n"
         "enc.encode(['hello']); enc.encode(['hello', 'world'])\n"
         "heavy = {'torch', 'transformers', 'sentence_transformers', 'onnx'}\n"

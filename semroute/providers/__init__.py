@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from semroute.providers.base import Completion, ModelSpec, Provider, Usage
-from semroute.providers.errors import FatalProviderError, ProviderError, RetryableProviderError
+from semroute.config import ModelSpec, Usage
+from semroute.errors import FatalProviderError, ProviderError, RetryableProviderError
+from semroute.providers.base import Completion, Provider
+from semroute.providers.effects import ModelCall, Plan, Sleep, completed, run_async, run_sync
 from semroute.providers.request import Message
 from semroute.providers.streaming import AsyncStream, Stream
 
@@ -19,13 +21,19 @@ __all__ = [
     "Completion",
     "FatalProviderError",
     "Message",
+    "ModelCall",
     "ModelSpec",
+    "Plan",
     "Provider",
     "ProviderError",
     "RetryableProviderError",
+    "Sleep",
     "Stream",
     "Usage",
+    "completed",
     "make_provider",
+    "run_async",
+    "run_sync",
 ]
 
 

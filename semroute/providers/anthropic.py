@@ -12,7 +12,8 @@ from typing import Any
 
 import anthropic
 
-from semroute.providers.base import Provider, Usage
+from semroute.config import Usage
+from semroute.providers.base import Provider
 from semroute.providers.errors import SdkErrors
 from semroute.providers.request import (
     ChatRequest,

@@ -18,54 +18,20 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
+from semroute.config import ModelSpec, ProviderName, StructuredMode, Usage
+from semroute.errors import FatalProviderError, ProviderError, RetryableProviderError
 from semroute.providers.errors import (
     PLACEHOLDER_KEY,
-    FatalProviderError,
-    ProviderError,
-    RetryableProviderError,
     SdkErrors,
-    _body_message,
+    body_message,
     is_retryable_status,
     parse_retry_after,
     scrub,
 )
 from semroute.providers.request import ChatRequest, Message, make_request, match_label
 from semroute.providers.streaming import AsyncStream, Stream, StreamDelta, StreamState
-
-ProviderName = Literal["openai", "anthropic"]
-# How labels are enforced: "auto" = json_schema on OpenAI, a forced tool on Anthropic;
-# "grammar" = llama.cpp's GBNF (OpenAI-compatible llama-server only; fewer tokens, ~4x faster).
-StructuredMode = Literal["auto", "json_schema", "grammar", "tool"]
-
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One callable model: SDK, model name, endpoint, key variable; prices per 1M tokens."""
-
-    key: str
-    provider: ProviderName
-    model: str
-    base_url: str | None = None
-    api_key_env: str | None = None
-    timeout: float = 30.0
-    price_in: float = 0.0
-    price_out: float = 0.0
-    structured: StructuredMode = "auto"
-
-    def cost(self, usage: Usage) -> float:
-        """Price of one call in the catalogue's currency."""
-        return (usage.input_tokens * self.price_in + usage.output_tokens * self.price_out) / 1e6
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Token counts as reported by the server; `input_tokens` includes prompt-cache hits."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -354,7 +320,7 @@ class Provider(ABC, Generic[C, AC]):
         if isinstance(exc, sdk.status):
             response = getattr(exc, "response", None)
             headers = getattr(response, "headers", None)
-            message = _body_message(getattr(exc, "body", None)) or str(exc)
+            message = body_message(getattr(exc, "body", None)) or str(exc)
             status = int(getattr(exc, "status_code", 0)) or None
             return self._error(status, message, api_key, parse_retry_after(headers))
         if isinstance(exc, sdk.timeout):

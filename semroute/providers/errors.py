@@ -1,5 +1,5 @@
-"""Provider errors: retryable (worth another try or the next model) versus fatal, each
-carrying provider, model and status, never the API key."""
+"""The provider error taxonomy: which statuses are worth a retry, `Retry-After` parsing, key
+scrubbing, and the SDK exception classes an adapter maps (the exceptions live in errors.py)."""
 
 from __future__ import annotations
 
@@ -7,56 +7,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar
-
-from semroute.errors import SemrouteError
 
 PLACEHOLDER_KEY = "not-needed"
 
-
-
-class ProviderError(SemrouteError):
-    """A model call failed. Never carries the API key (messages are scrubbed)."""
-
-    retryable: ClassVar[bool] = False
-
-    def __init__(
-        self,
-        provider: str,
-        model: str,
-        status: int | None,
-        message: str,
-        *,
-        retry_after: float | None = None,
-    ) -> None:
-        self.provider = provider
-        self.model = model
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
-        where = f"{provider} model {model!r}"
-        code = f" (HTTP {status})" if status is not None else ""
-        super().__init__(f"{where}{code}: {message}")
-
-    def __reduce__(self) -> tuple[Any, ...]:  # picklable despite the keyword-rich __init__
-        args = (self.provider, self.model, self.status, self.message)
-        return (type(self), args, {"retry_after": self.retry_after})
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(provider={self.provider!r}, model={self.model!r}, "
-            f"status={self.status!r}, message={self.message!r}, retry_after={self.retry_after!r})"
-        )
-
-
-class RetryableProviderError(ProviderError):
-    """Worth retrying or failing over: 408/409/429, 5xx, timeouts, refused or reset connections."""
-
-    retryable = True
-
-
-class FatalProviderError(ProviderError):
-    """Retrying the same request will not help: bad request, auth, not found, context too long."""
 
 
 def is_retryable_status(status: int) -> bool:
@@ -105,7 +58,7 @@ class SdkErrors:
     base: type[Exception]
 
 
-def _body_message(body: object) -> str | None:
+def body_message(body: object) -> str | None:
     """The human message of an OpenAI-style or Anthropic-style JSON error body."""
     if isinstance(body, Mapping):
         inner = body.get("error")

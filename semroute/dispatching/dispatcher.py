@@ -19,51 +19,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from semroute.decision import Decision
-from semroute.effects import ModelCall, Plan, Sleep, run_async, run_sync
-from semroute.errors import SemrouteError
+from semroute.dispatching.attempts import Attempt
+from semroute.errors import AllModelsFailedError, NoRouteError, SemrouteError
 from semroute.providers import (
     AsyncStream,
     Completion,
     Message,
+    ModelCall,
     ModelSpec,
+    Plan,
     Provider,
     ProviderError,
+    Sleep,
     Stream,
     Usage,
     make_provider,
+    run_async,
+    run_sync,
 )
-from semroute.router import Router
-from semroute.trace import JsonlSink, TraceSink
-
-
-class NoRouteError(SemrouteError):
-    """Nothing decided and no default route is configured."""
-
-
-class AllModelsFailedError(SemrouteError):
-    """Every model of the route's chain failed; `attempts` lists each try and its error."""
-
-    def __init__(self, route: str, attempts: list[Attempt]) -> None:
-        self.route = route
-        self.attempts = attempts
-        lines = "\n".join(f"  - {a.model_key} ({a.provider}:{a.model}) try {a.try_number}: "
-                          f"{a.error}" for a in attempts)
-        super().__init__(f"every model of route '{route}' failed:\n{lines}")
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One call to one model."""
-
-    model_key: str
-    provider: str
-    model: str
-    try_number: int
-    ok: bool
-    latency_ms: float
-    status: int | None = None
-    error: str | None = None
+from semroute.routing import Decision, Router
+from semroute.telemetry import JsonlSink, TraceSink
 
 
 @dataclass

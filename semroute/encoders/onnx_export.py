@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from semroute.errors import OnnxBackendError
-from semroute.onnx_backend import (
+from semroute.encoders.onnx_backend import (
     CONFIG_FILE,
     FORMAT,
     FORMAT_VERSION,
@@ -33,6 +32,7 @@ from semroute.onnx_backend import (
     OnnxFiles,
     _sha256_file,
 )
+from semroute.errors import OnnxBackendError
 
 # Opset 17 has LayerNormalization and is read by every onnxruntime since 1.14.
 OPSET = 17

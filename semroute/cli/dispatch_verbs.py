@@ -10,8 +10,8 @@ DEFAULT_TRACE = "traces/semroute.jsonl"
 
 
 def _dispatcher(args: argparse.Namespace) -> Any:
-    from semroute.dispatch import Dispatcher
-    from semroute.router import Router
+    from semroute.dispatching import Dispatcher
+    from semroute.routing import Router
 
     router = Router.load(args.routes, args.index, profile=args.profile,
                          classifier=not args.no_classifier)
@@ -25,7 +25,7 @@ def _first_line(text: str, width: int = 70) -> str:
 
 
 def cmd_dispatch(args: argparse.Namespace) -> int:
-    from semroute.cli import read_queries
+    from semroute.cli.common import read_queries
 
     queries = read_queries(args)
     d = _dispatcher(args)
@@ -85,7 +85,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add the `dispatch` and `chat` verbs to the `semroute` parser."""
-    from semroute.cli import _index_arg, _routes_arg
+    from semroute.cli.common import index_arg, routes_arg
 
     for name, func, text in (("dispatch", cmd_dispatch, "route queries and answer them"),
                              ("chat", cmd_chat, "interactive chat showing each decision")):
@@ -93,8 +93,8 @@ def register(sub: Any) -> None:
         if name == "dispatch":
             p.add_argument("query", nargs="*", help="query text(s)")
             p.add_argument("--file", metavar="FILE", help="queries, one per line ('-' = stdin)")
-        _routes_arg(p)
-        _index_arg(p)
+        routes_arg(p)
+        index_arg(p)
         p.add_argument("--max-tokens", type=int, default=256)
         p.add_argument("--no-classifier", action="store_true",
                        help="undecided queries go straight to the default route")

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from semroute.config import RouteSet
-from semroute.encoder import Fingerprint, file_sha256
+from semroute.encoders import Fingerprint, file_sha256
 from semroute.errors import CorruptIndexError, IndexNotFoundError, StaleIndexError
 
 FORMAT_VERSION = 1

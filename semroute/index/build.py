@@ -30,7 +30,7 @@ import numpy as np
 
 from semroute._version import __version__
 from semroute.config import RouteSet, load_routes
-from semroute.encoder import (
+from semroute.encoders import (
     Encoder,
     Fingerprint,
     SentenceTransformerEncoder,
@@ -40,19 +40,18 @@ from semroute.encoder import (
     resolve_model_path,
 )
 from semroute.errors import CorruptIndexError, IndexNotFoundError, StaleIndexError
-from semroute.manifest import (
+from semroute.index.manifest import (
     FORMAT_VERSION,
-    REBUILD_HINT,
     EncoderEntry,
     FileEntry,
     Manifest,
     RouteEntry,
     _verify_files,
-    check_fresh,
     current_build,
     read_manifest,
 )
-from semroute.scoring import RouteStats, build_route_stats
+from semroute.index.scoring import build_route_stats
+from semroute.index.store import write_route_stats
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -89,96 +88,6 @@ class BuildReport:
         t = ", ".join(f"{k} {v:.2f}s" for k, v in self.timings_s.items())
         return f"built {self.path} ({self.build_id}) with {self.encoder}\n  " + \
             "\n  ".join(parts) + f"\n  time: {t}"
-
-
-@dataclass
-class RouteIndex:
-    """A loaded index: FAISS vectors, which route each vector belongs to, its texts."""
-
-    path: Path
-    manifest: Manifest
-    faiss_index: Any
-    route_names: list[str]
-    labels: NDArray[np.int32]
-    texts: list[str]
-    stats: RouteStats
-
-    @classmethod
-    def load(cls, index_dir: str | Path, routes: RouteSet | None = None, *,
-             verify: bool = True) -> RouteIndex:
-        """Load and check an index; with `routes`, also check it is fresh against them."""
-        index_dir = Path(index_dir)
-        build = current_build(index_dir)
-        manifest = read_manifest(build)
-        _verify_files(build, manifest, hashes=verify)
-        if routes is not None:
-            check_fresh(manifest, routes, index_dir)
-        try:
-            table = json.loads((build / "utterances.json").read_bytes())
-            route_names = list(table["routes"])
-            labels = np.asarray([row[0] for row in table["rows"]], dtype=np.int32)
-            texts = [row[1] for row in table["rows"]]
-        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-            raise CorruptIndexError(f"{build / 'utterances.json'} is unreadable ({exc}): "
-                                    f"{REBUILD_HINT}") from None
-        import faiss
-
-        try:
-            fi = faiss.read_index(str(build / "vectors.faiss"))
-        except RuntimeError as exc:
-            raise CorruptIndexError(f"{build / 'vectors.faiss'} is unreadable: "
-                                    f"{str(exc).splitlines()[0]}: {REBUILD_HINT}") from None
-        if fi.ntotal != len(texts) or fi.ntotal != manifest.n_vectors or \
-                fi.d != manifest.encoder.dim:
-            raise CorruptIndexError(f"{build} is inconsistent ({fi.ntotal} vectors, "
-                                    f"{len(texts)} utterances, manifest {manifest.n_vectors}): "
-                                    f"{REBUILD_HINT}")
-        if labels.size and (labels.min() < 0 or labels.max() >= len(route_names)):
-            raise CorruptIndexError(f"{build / 'utterances.json'} has route ids out of range: "
-                                    f"{REBUILD_HINT}")
-        return cls(index_dir, manifest, fi, route_names, labels, texts,
-                   _read_stats(build, len(route_names), manifest.encoder.dim))
-
-    @property
-    def build_dir(self) -> Path:
-        return self.path / self.manifest.build_id
-
-    def load_encoder(self, *, threads: int = 1) -> Encoder:
-        """The encoder this index was built with; StaleIndexError if it changed since."""
-        m = self.manifest.encoder
-        enc = load_encoder(m.name, m.backend, index_dir=self.build_dir, threads=threads)
-        if Fingerprint.of(enc) != self.manifest.fingerprint:
-            raise StaleIndexError(f"the index at {self.path} was built with encoder "
-                                  f"{self.manifest.fingerprint.describe()}, but the encoder now "
-                                  f"is {Fingerprint.of(enc).describe()}: {REBUILD_HINT}")
-        return enc
-
-    def search(self, queries: NDArray[np.float32], k: int) -> tuple[NDArray[np.float32],
-                                                                     NDArray[np.int64]]:
-        """Top-k inner products and vector ids; ids of -1 mean fewer than k vectors."""
-        k = min(k, self.faiss_index.ntotal)
-        sims, ids = self.faiss_index.search(queries, k)
-        return sims, ids
-
-
-def _read_stats(build: Path, n_routes: int, dim: int) -> RouteStats:
-    path = build / "route_stats.npz"
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            stats = RouteStats(z["centroids"].astype(np.float32), z["offsets"].astype(np.float32),
-                               float(z["default_threshold"]), float(z["alpha"]))
-    except (OSError, ValueError, KeyError) as exc:
-        raise CorruptIndexError(f"{path} is unreadable ({exc}): {REBUILD_HINT}") from None
-    if stats.centroids.shape != (n_routes, dim) or stats.offsets.shape != (n_routes,):
-        raise CorruptIndexError(f"{path} does not match the index's routes: {REBUILD_HINT}")
-    return stats
-
-
-def _write_stats(path: Path, stats: RouteStats) -> None:
-    with path.open("wb") as f:
-        np.savez(f, centroids=stats.centroids, offsets=stats.offsets,
-                 default_threshold=np.float64(stats.default_threshold),
-                 alpha=np.float64(stats.alpha))
 
 
 # ---------------------------------------------------------------- building
@@ -257,10 +166,10 @@ def _prepare_encoder(routes: RouteSet, build: Path, previous: Path | None,
     if s.backend == "torch":
         enc = SentenceTransformerEncoder(s.encoder, threads=threads)
         return enc, enc.weights_hash
-    from semroute.encoder import _weights_files
-    from semroute.onnx_export import export_onnx
+    from semroute.encoders import weights_files
+    from semroute.encoders.onnx_export import export_onnx
 
-    source_hash = file_sha256(*_weights_files(resolve_model_path(s.encoder)))
+    source_hash = file_sha256(*weights_files(resolve_model_path(s.encoder)))
     target = onnx_dir(build, s.backend)
     reuse = (previous is not None and prev_manifest is not None
              and prev_manifest.encoder.backend == s.backend
@@ -323,7 +232,7 @@ def build_index(routes: RouteSet | str | Path = "routes", out: str | Path = "ind
             faiss.write_index(_make_faiss(vectors, index_type), str(tmp / "vectors.faiss"))
             np.save(tmp / "embeddings.npy", vectors, allow_pickle=False)
             labels = np.asarray([i for i, _ in rows], dtype=np.int32)
-            _write_stats(tmp / "route_stats.npz",
+            write_route_stats(tmp / "route_stats.npz",
                          build_route_stats(vectors, labels, len(routes.routes),
                                            routes.settings.blend_alpha))
             table = {"routes": routes.names, "rows": rows}

@@ -16,21 +16,16 @@ from datetime import UTC, datetime
 import numpy as np
 from numpy.typing import NDArray
 
-from semroute.calibration import Calibration
-from semroute.decision import Decision
-from semroute.errors import SemrouteError
-from semroute.evaluate import EvalResult, LabelledQuery, index_route, score_decisions
-from semroute.matcher import Thresholds
+from semroute.errors import InfeasibleTargetError
+from semroute.index import Calibration
+from semroute.quality.evaluation import EvalResult, LabelledQuery, index_route, score_decisions
+from semroute.routing import Decision, Thresholds
 
 # A fitted threshold sits just below the lowest accepted value (scores and margins in a
 # Decision are rounded to 6 decimals; this keeps the live, unrounded check on the same side).
 EPS = 5e-6
 _TOL = 1e-9
 _CELLS = 1 << 21  # cells of the (margins × rows) block swept at once
-
-
-class InfeasibleTargetError(SemrouteError):
-    """No thresholds let the index decide anything at the requested misroute rate."""
 
 
 @dataclass

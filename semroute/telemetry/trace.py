@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-logger = logging.getLogger("semroute.trace")
+logger = logging.getLogger("semroute.telemetry.trace")
 
 
 class TraceSink(Protocol):
@@ -49,7 +49,7 @@ class JsonlSink:
 
 
 class LoggingSink:
-    """Sends each record to the `semroute.trace` logger as one JSON string at INFO."""
+    """Sends each record to the `semroute.telemetry.trace` logger as one JSON string at INFO."""
 
     def write(self, record: Mapping[str, Any]) -> None:
         logger.info(json.dumps(record, ensure_ascii=False, default=str))

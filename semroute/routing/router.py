@@ -7,17 +7,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from semroute.calibration import load_calibration
-from semroute.classifier import Classifier, to_default
 from semroute.config import RouteSet, load_routes
-from semroute.decision import Decision
-from semroute.effects import Plan, run_async, run_sync
-from semroute.index import RouteIndex
-from semroute.matcher import Matcher, resolve_thresholds
-
-
-class CalibrationWarning(UserWarning):
-    """The calibration was fitted on an earlier build of the index."""
+from semroute.errors import CalibrationWarning
+from semroute.index import RouteIndex, load_calibration
+from semroute.providers import Plan, run_async, run_sync
+from semroute.routing.classifier import Classifier, to_default
+from semroute.routing.decision import Decision
+from semroute.routing.matcher import Matcher, resolve_thresholds
 
 
 class Router:

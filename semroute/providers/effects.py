@@ -10,7 +10,9 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from semroute.providers import Completion, Message, Provider, ProviderError
+from semroute.errors import ProviderError
+from semroute.providers.base import Completion, Provider
+from semroute.providers.request import Message
 
 T = TypeVar("T")
 

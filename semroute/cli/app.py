@@ -6,24 +6,11 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
+from semroute.cli.common import DEFAULT_INDEX, index_arg, read_queries, routes_arg
 from semroute.errors import SemrouteError
 
-DEFAULT_ROUTES = "routes"
-DEFAULT_INDEX = "indexes/default"
 Verb = Callable[[argparse.Namespace], int]
-
-
-def _routes_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--routes", default=DEFAULT_ROUTES, metavar="DIR",
-                   help=f"route files and models.yaml (default: {DEFAULT_ROUTES})")
-    p.add_argument("--profile", default=None, help="model profile of models.yaml to use")
-
-
-def _index_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--index", default=DEFAULT_INDEX, metavar="DIR",
-                   help=f"index folder (default: {DEFAULT_INDEX})")
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -85,19 +72,8 @@ def format_brief(decisions: Sequence[dict[str, object]]) -> str:
                      for r in rows)
 
 
-def read_queries(args: argparse.Namespace) -> list[str]:
-    """Queries from the command line and from `--file` (one per line, '-' = stdin)."""
-    queries = list(args.query)
-    if args.file:
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-        queries += [q for q in text.splitlines() if q.strip()]
-    if not queries:
-        raise SemrouteError("give a query, or --file FILE with one query per line")
-    return queries
-
-
 def cmd_route(args: argparse.Namespace) -> int:
-    from semroute.router import Router
+    from semroute.routing import Router
 
     queries = read_queries(args)
     router = Router.load(args.routes, args.index, profile=args.profile,
@@ -135,7 +111,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     p = sub.add_parser("build", help="validate route files and (re)build the index")
-    _routes_arg(p)
+    routes_arg(p)
     p.add_argument("--out", default=DEFAULT_INDEX, metavar="DIR",
                    help=f"index folder to write (default: {DEFAULT_INDEX})")
     p.set_defaults(func=cmd_build)
@@ -148,18 +124,18 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--classify", action="store_true",
                    help="send undecided queries to the classifier / default route (calls a "
                         "model); without it the index alone decides")
-    _routes_arg(p)
-    _index_arg(p)
+    routes_arg(p)
+    index_arg(p)
     p.set_defaults(func=cmd_route)
 
     p = sub.add_parser("routes", help="list routes, utterance counts and models")
-    _routes_arg(p)
+    routes_arg(p)
     p.set_defaults(func=cmd_routes)
 
-    from semroute.cli_dispatch import register as register_dispatch
+    from semroute.cli.dispatch_verbs import register as register_dispatch
 
     register_dispatch(sub)
-    from semroute.cli_quality import register as register_quality
+    from semroute.cli.quality_verbs import register as register_quality
 
     register_quality(sub)
     return parser

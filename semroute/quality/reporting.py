@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from semroute.evaluate import OOS, EvalResult, gold_label, predicted_label
+from semroute.quality.evaluation import OOS, EvalResult, gold_label, predicted_label
 
 HEADLINE = ("rows", "in_scope_accuracy", "macro_f1", "oos_precision", "oos_recall",
             "overall_accuracy", "misroute_rate", "fallback_rate", "p50_ms", "p95_ms")

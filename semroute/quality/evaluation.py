@@ -26,21 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from semroute.decision import Decision
-from semroute.errors import SemrouteError
-from semroute.matcher import Thresholds
+from semroute.errors import DataError
+from semroute.routing import Decision, Thresholds
 
 if TYPE_CHECKING:
-    from semroute.router import Router
+    from semroute.routing import Router
 
 OOS = "oos"
 GROUP_COLUMNS = ("group", "oos_type")
 SWEEP_MARGINS = tuple(round(0.01 * i, 2) for i in range(31))
 Metrics = dict[str, float | int | None]
-
-
-class DataError(SemrouteError):
-    """A labelled data file cannot be read; the message names the file and line."""
 
 
 @dataclass(frozen=True)

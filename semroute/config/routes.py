@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from semroute.config.modelspec import ModelSpec
 from semroute.errors import ConfigError
-from semroute.providers.base import ModelSpec
 
 CATALOGUE_FILE = "models.yaml"
 _WS = re.compile(r"\s+")

@@ -21,12 +21,12 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 def register(sub: Any) -> None:
     """Add the eval, fit and lint verbs to the `semroute` sub-parsers."""
-    from semroute.cli import _index_arg, _routes_arg
+    from semroute.cli.common import index_arg, routes_arg
 
     p = sub.add_parser("eval", help="measure routing quality on labelled data")
     p.add_argument("--data", required=True, metavar="FILE", help="CSV/JSONL with text,label")
-    _routes_arg(p)
-    _index_arg(p)
+    routes_arg(p)
+    index_arg(p)
     _data_args(p)
     p.add_argument("--with-classifier", action="store_true",
                    help="send what the index leaves undecided to the classifier")
@@ -48,14 +48,14 @@ def register(sub: Any) -> None:
     p.add_argument("--min-coverage", type=float, default=0.0, metavar="SHARE",
                    help="refuse when the index would decide less than this share")
     p.add_argument("--dry-run", action="store_true", help="do not write calibration.json")
-    _routes_arg(p)
-    _index_arg(p)
+    routes_arg(p)
+    index_arg(p)
     _data_args(p)
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("lint", help="find utterances and routes that will route badly")
-    _routes_arg(p)
-    _index_arg(p)
+    routes_arg(p)
+    index_arg(p)
     p.add_argument("--strict", action="store_true", help="fail on warnings too")
     p.add_argument("--near-dup", type=float, default=0.92, metavar="SIM",
                    help="similarity from which utterances of two routes are near-duplicates")
@@ -66,7 +66,7 @@ def register(sub: Any) -> None:
 
 
 def _summary(result: Any) -> str:
-    from semroute.report import PATHS, metrics_table
+    from semroute.quality.reporting import PATHS, metrics_table
 
     m = result.metrics
     lines = [metrics_table(m), "", "path        share   misroute"]
@@ -86,9 +86,9 @@ def _summary(result: Any) -> str:
 def cmd_eval(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from semroute.evaluate import evaluate, load_labelled
-    from semroute.report import write_report
-    from semroute.router import Router
+    from semroute.quality import evaluate, load_labelled
+    from semroute.quality.reporting import write_report
+    from semroute.routing import Router
 
     data = load_labelled(args.data, text_col=args.text_col, label_col=args.label_col)
     router = Router.load(args.routes, args.index, profile=args.profile)
@@ -131,10 +131,17 @@ def _fit_lines(fit: Any) -> list[str]:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from semroute.calibration import save_calibration
-    from semroute.evaluate import OOS, load_labelled, route_all
-    from semroute.fit import InfeasibleTargetError, evaluate_with, fit_thresholds, to_calibration
-    from semroute.router import Router
+    from semroute.errors import InfeasibleTargetError
+    from semroute.index import save_calibration
+    from semroute.quality import (
+        OOS,
+        evaluate_with,
+        fit_thresholds,
+        load_labelled,
+        route_all,
+        to_calibration,
+    )
+    from semroute.routing import Router
 
     if not 0.0 <= args.target_misroute < 1.0:
         raise SemrouteError(f"--target-misroute must be in [0, 1), got {args.target_misroute}")
@@ -182,7 +189,7 @@ def _pct(v: Any) -> str:
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    from semroute.lint import lint_dir
+    from semroute.quality import lint_dir
 
     findings = lint_dir(args.routes, args.index, profile=args.profile, near_dup=args.near_dup)
     for f in findings:

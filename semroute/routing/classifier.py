@@ -13,9 +13,16 @@ from collections import OrderedDict
 from dataclasses import replace
 
 from semroute.config import RouteSet
-from semroute.decision import ClassifierCall, Decision
-from semroute.effects import ModelCall, Plan, completed
-from semroute.providers import ModelSpec, Provider, ProviderError, make_provider
+from semroute.providers import (
+    ModelCall,
+    ModelSpec,
+    Plan,
+    Provider,
+    ProviderError,
+    completed,
+    make_provider,
+)
+from semroute.routing.decision import ClassifierCall, Decision
 
 NONE_LABEL = "none"
 SYSTEM = (

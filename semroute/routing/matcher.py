@@ -10,13 +10,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from semroute.calibration import Calibration
 from semroute.config import RouteSet, normalise_text
-from semroute.decision import Candidate, Decision, Method, Neighbour
-from semroute.encoder import Encoder, QueryCache
+from semroute.encoders import Encoder, QueryCache
 from semroute.errors import QueryError
-from semroute.index import RouteIndex
-from semroute.scoring import score_query
+from semroute.index import Calibration, RouteIndex, score_query
+from semroute.routing.decision import Candidate, Decision, Method, Neighbour
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray

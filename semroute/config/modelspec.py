@@ -1,0 +1,42 @@
+"""What a catalogue entry becomes once validated: one callable model and its prices.
+
+Plain frozen dataclasses shared by the catalogue (which builds them) and the providers (which
+call them), so the configuration never imports provider code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+ProviderName = Literal["openai", "anthropic"]
+# How labels are enforced: "auto" = json_schema on OpenAI, a forced tool on Anthropic;
+# "grammar" = llama.cpp's GBNF (OpenAI-compatible llama-server only; fewer tokens, ~4x faster).
+StructuredMode = Literal["auto", "json_schema", "grammar", "tool"]
+
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One callable model: SDK, model name, endpoint, key variable; prices per 1M tokens."""
+
+    key: str
+    provider: ProviderName
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    timeout: float = 30.0
+    price_in: float = 0.0
+    price_out: float = 0.0
+    structured: StructuredMode = "auto"
+
+    def cost(self, usage: Usage) -> float:
+        """Price of one call in the catalogue's currency."""
+        return (usage.input_tokens * self.price_in + usage.output_tokens * self.price_out) / 1e6
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts as reported by the server; `input_tokens` includes prompt-cache hits."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0

@@ -1,0 +1,53 @@
+"""Measuring and improving a route set: evaluate, fit thresholds, lint, reports."""
+
+from __future__ import annotations
+
+from semroute.quality.evaluation import (
+    OOS,
+    EvalResult,
+    LabelledQuery,
+    evaluate,
+    gold_label,
+    index_route,
+    is_misroute,
+    load_labelled,
+    predicted_label,
+    route_all,
+    score_decisions,
+)
+from semroute.quality.fitting import (
+    FitResult,
+    evaluate_with,
+    fit_thresholds,
+    redecide,
+    to_calibration,
+)
+from semroute.quality.linting import (
+    LintFinding,
+    LintLimits,
+    lint,
+    lint_dir,
+)
+
+__all__ = [
+    "OOS",
+    "EvalResult",
+    "FitResult",
+    "LabelledQuery",
+    "LintFinding",
+    "LintLimits",
+    "evaluate",
+    "evaluate_with",
+    "fit_thresholds",
+    "gold_label",
+    "index_route",
+    "is_misroute",
+    "lint",
+    "lint_dir",
+    "load_labelled",
+    "predicted_label",
+    "redecide",
+    "route_all",
+    "score_decisions",
+    "to_calibration",
+]

@@ -1,0 +1,17 @@
+"""Where decision records go: trace sinks (JSONL file, logging)."""
+
+from __future__ import annotations
+
+from semroute.telemetry.trace import (
+    JsonlSink,
+    LoggingSink,
+    TraceSink,
+    read_trace,
+)
+
+__all__ = [
+    "JsonlSink",
+    "LoggingSink",
+    "TraceSink",
+    "read_trace",
+]
