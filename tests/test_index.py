@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -105,7 +106,7 @@ def test_missing_index_says_how_to_build_it(write_routes: WriteRoutes, tmp_path:
 
 
 @pytest.mark.parametrize("damage", ["truncate_vectors", "flip_byte", "delete_table",
-                                    "garbage_manifest", "dangling_pointer"])
+                                    "garbage_manifest", "dangling_pointer", "pointer_outside"])
 def test_corrupt_index_is_detected(built: tuple[Path, Path], damage: str) -> None:
     routes, out = built
     build = current_build(out)
@@ -121,8 +122,11 @@ def test_corrupt_index_is_detected(built: tuple[Path, Path], damage: str) -> Non
         (build / "utterances.json").unlink()
     elif damage == "garbage_manifest":
         (build / "manifest.json").write_text("{not json")
-    else:
+    elif damage == "dangling_pointer":
         (out / "CURRENT").write_text("b-gone")
+    else:  # CURRENT names a build id, never a path: not even to a whole build elsewhere
+        shutil.copytree(build, out.parent / "elsewhere")
+        (out / "CURRENT").write_text("../elsewhere")
     with pytest.raises(CorruptIndexError, match="semroute build"):
         Router.load(routes, out)
 
@@ -174,3 +178,44 @@ def test_hnsw_index_routes_like_the_flat_one(write_routes: WriteRoutes, tmp_path
         decisions[kind] = [(d.route, d.candidates[0].route, round(d.score, 4))
                            for d in router.route_batch(queries, use_classifier=False)]
     assert decisions["hnsw"] == decisions["flat"]
+
+
+def test_a_build_removes_only_what_it_made(write_routes: WriteRoutes, tmp_path: Path) -> None:
+    """`--out DIR` may hold the user's own files: no build deletes or truncates any of them, even
+    folders that start with "b" or ".tmp-", or that are named like a build without being one."""
+    routes = write_routes()
+    out = tmp_path / "index"
+    out.mkdir()
+    theirs = {"bin/tool": "#!/bin/sh", "backup/db.sql": "dump", "benchmarks/run.py": "pass",
+              "b-notes/todo.md": "notes", ".tmp-mine/scratch": "wip", "notes.txt": "mine",
+              "bfile": "a file starting with b", ".lock": "the user's own .lock file",
+              "b20240101T000000-abcdef/data.csv": "named like a build, no manifest",
+              "b20240101T000001-abcdef/manifest.json": '{"build_id": "b20240101T000001-abcdef"}',
+              ".tmp-b20240101T000000-abcdef-x/keep": "not exactly a temp name",
+              ".CURRENT.mine": "not a pointer"}
+    for rel, text in theirs.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text(text)
+    for i in range(4):
+        add_utterances(routes, "greet", [f"greeting number {i}"])
+        build_index(routes, out)
+    for rel, text in theirs.items():
+        assert (out / rel).read_text() == text, rel
+    ours = {p.name for p in out.iterdir()} - {Path(rel).parts[0] for rel in theirs}
+    assert len(ours) == 3 and "CURRENT" in ours  # the live build and its predecessor
+    RouteIndex.load(out, load_routes(routes))
+
+
+def test_a_build_removes_what_killed_builds_left_behind(built: tuple[Path, Path]) -> None:
+    """Temp folders, half-pruned builds and pointer temp files of killed builds are ours, by
+    their exact names; the next build removes them."""
+    routes, out = built
+    live = (out / "CURRENT").read_text()
+    leftovers = [".tmp-b20240101T000000-abcdef", ".old-b20240101T000000-abcdef"]
+    for name in leftovers:
+        (out / name / "encoder").mkdir(parents=True)
+        (out / name / "vectors.faiss").write_bytes(b"half")
+    (out / ".CURRENT.b20240101T000000-abcdef").write_text("b20240101T000000-abcdef")
+    report = build_index(routes, out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [".lock", "CURRENT", live, report.build_id])

@@ -1,13 +1,19 @@
-"""Build, save, load and verify the utterance index.
+"""Build the utterance index: embed (reusing the previous build's vectors), write a new build
+folder aside, make it durable, then switch CURRENT to it.
 
 Layout of an index folder (`indexes/<name>/`)::
 
     CURRENT            the id of the live build (replaced atomically)
+    .lock              flock'ed by the one build running in this folder at a time
     <build-id>/        one immutable build: manifest.json, vectors.faiss, utterances.json,
-                       embeddings.npy (the embedding cache), encoder/<backend>/ (ONNX export)
+                       embeddings.npy (the embedding cache), route_stats.npz,
+                       encoder/<backend>/ (ONNX export, hard-linked from the previous build)
 
-A build writes a new folder and then switches CURRENT, so readers never see half a build,
-and a failed build leaves the previous one in place.
+Every file and folder of a build is fsynced, the folder renamed into place and the index
+folder fsynced before CURRENT is switched (temp file, fsync, rename, fsync), so after a crash,
+a kill or a power loss CURRENT names a complete build. A build deletes only what builds made:
+builds (a build-id name holding our manifest) other than the live one and its predecessor,
+and its own temp names (.tmp-<id>/, .old-<id>/, .CURRENT.<id>); nothing else in the folder.
 """
 
 from __future__ import annotations
@@ -41,14 +47,16 @@ from semroute.encoders import (
 )
 from semroute.errors import CorruptIndexError, IndexNotFoundError, StaleIndexError
 from semroute.index.manifest import (
+    BUILD_ID,
     FORMAT_VERSION,
     EncoderEntry,
     FileEntry,
     Manifest,
     RouteEntry,
-    _verify_files,
     current_build,
+    is_build,
     read_manifest,
+    verify_files,
 )
 from semroute.index.scoring import build_route_stats
 from semroute.index.store import write_route_stats
@@ -60,6 +68,12 @@ if TYPE_CHECKING:
 # in ~0.2 ms against ~0.5-0.75 ms for the exact flat index, with 99.98% recall@32
 # (benchmarks/results/latency.md); below a few thousand the flat index is faster.
 HNSW_MIN_VECTORS = 4_000
+
+# Our temp names, each followed by a build id: a build being written, a superseded build being
+# deleted, CURRENT being replaced. Only exact matches are ever removed.
+TMP_PREFIX = ".tmp-"
+OLD_PREFIX = ".old-"
+POINTER_PREFIX = ".CURRENT."
 
 
 @dataclass
@@ -95,8 +109,11 @@ class BuildReport:
 
 @contextlib.contextmanager
 def _build_lock(index_dir: Path) -> Iterator[None]:
-    index_dir.mkdir(parents=True, exist_ok=True)
-    with (index_dir / ".lock").open("w") as f:
+    """Hold the index folder's build lock: builders of one folder run one after the other."""
+    if not index_dir.is_dir():
+        index_dir.mkdir(parents=True, exist_ok=True)
+        _fsync_path(index_dir.parent)
+    with (index_dir / ".lock").open("a") as f:  # "a": never truncates an existing file
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -105,34 +122,75 @@ def _build_lock(index_dir: Path) -> Iterator[None]:
 
 
 def _fsync_write(path: Path, data: bytes) -> None:
+    """Write a file and flush it to disk."""
     with path.open("wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
 
 
-def _previous(index_dir: Path) -> tuple[Path | None, Manifest | None]:
+def _fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's data and metadata (a folder's: its entries) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file under `root`, then every folder, deepest first, `root` last."""
+    for dirpath, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            _fsync_path(Path(dirpath) / name)
+        _fsync_path(Path(dirpath))
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Copy a folder of immutable files as hard links (no bytes to copy and sync again), or
+    as copies where a link is impossible (another filesystem, no permission)."""
+
+    def link_or_copy(s: str, d: str) -> str:
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+        return d
+
+    shutil.copytree(src, dst, copy_function=link_or_copy)
+
+
+def _previous(index_dir: Path) -> tuple[Path | None, Manifest | None, bool]:
+    """The live build, its manifest, and whether all its files match their checksums (only
+    then are its vectors and encoder export reused)."""
     try:
         build = current_build(index_dir)
-        return build, read_manifest(build)
-    except (IndexNotFoundError, CorruptIndexError, StaleIndexError):
-        return None, None
+    except (IndexNotFoundError, CorruptIndexError):
+        return None, None, False
+    try:
+        manifest = read_manifest(build)
+    except (CorruptIndexError, StaleIndexError):
+        return build, None, False
+    try:
+        verify_files(build, manifest, hashes=True)
+    except CorruptIndexError:
+        return build, manifest, False
+    return build, manifest, True
 
 
 def _cached_vectors(build: Path | None, manifest: Manifest | None,
                     fingerprint: Fingerprint) -> dict[str, NDArray[np.float32]]:
-    """text -> vector from the previous build, if it used the same encoder and is intact."""
+    """text -> vector from the previous (verified) build, if it used the same encoder."""
     if build is None or manifest is None or manifest.fingerprint != fingerprint:
         return {}
     try:
-        _verify_files(build, manifest, hashes=True)
         table = json.loads((build / "utterances.json").read_bytes())
         vecs = np.load(build / "embeddings.npy", allow_pickle=False)
         texts = [row[1] for row in table["rows"]]
         if vecs.shape != (len(texts), fingerprint.dim):
             return {}
         return dict(zip(texts, vecs, strict=True))
-    except (CorruptIndexError, OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError):
         return {}
 
 
@@ -160,8 +218,9 @@ def _make_faiss(vectors: NDArray[np.float32], index_type: str) -> Any:
 
 def _prepare_encoder(routes: RouteSet, build: Path, previous: Path | None,
                      prev_manifest: Manifest | None, threads: int) -> tuple[Encoder, str]:
-    """Load the configured encoder; for ONNX backends export it into the new build folder
-    (or reuse the previous build's export when it came from the same torch weights)."""
+    """Load the configured encoder; for ONNX backends export it into the new build folder:
+    hard-linked from the previous (verified) build when it came from the same torch weights,
+    else copied from the shared export cache (never linked: no inode shared outside the index)."""
     s = routes.settings
     if s.backend == "torch":
         enc = SentenceTransformerEncoder(s.encoder, threads=threads)
@@ -179,7 +238,7 @@ def _prepare_encoder(routes: RouteSet, build: Path, previous: Path | None,
     target.parent.mkdir(parents=True, exist_ok=True)
     if reuse:
         assert previous is not None
-        shutil.copytree(onnx_dir(previous, s.backend), target)
+        _link_tree(onnx_dir(previous, s.backend), target)
     else:
         shared = export_cache_dir() / f"{source_hash[:16]}-{s.backend}"
         if not shared.is_dir():
@@ -191,7 +250,8 @@ def _prepare_encoder(routes: RouteSet, build: Path, previous: Path | None,
 def build_index(routes: RouteSet | str | Path = "routes", out: str | Path = "indexes/default",
                 *, threads: int | None = None, show_progress: bool | None = None,
                 log: Callable[[str], None] | None = None) -> BuildReport:
-    """Embed every utterance (reusing cached vectors) and write a new index build atomically."""
+    """Embed every utterance (reusing cached vectors) and write a new index build atomically
+    and durably; the previous build stays live until the new one is complete on disk."""
     if not isinstance(routes, RouteSet):
         routes = load_routes(routes)
     index_dir = Path(out)
@@ -201,19 +261,23 @@ def build_index(routes: RouteSet | str | Path = "routes", out: str | Path = "ind
     timings: dict[str, float] = {}
     with _build_lock(index_dir):
         t0 = time.perf_counter()
-        previous, prev_manifest = _previous(index_dir)
+        previous, prev_manifest, intact = _previous(index_dir)
+        reusable = previous if intact else None
         build_id = datetime.now(UTC).strftime("b%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-        tmp = index_dir / f".tmp-{build_id}"
+        tmp = index_dir / f"{TMP_PREFIX}{build_id}"
+        final = index_dir / build_id
         tmp.mkdir()
+        made = tmp  # what to remove if the build fails before CURRENT names it
+        switched = False
         try:
-            encoder, source_hash = _prepare_encoder(routes, tmp, previous, prev_manifest,
+            encoder, source_hash = _prepare_encoder(routes, tmp, reusable, prev_manifest,
                                                     threads)
             fingerprint = Fingerprint.of(encoder)
             timings["encoder"] = time.perf_counter() - t0
 
             t1 = time.perf_counter()
             rows = [(i, text) for i, r in enumerate(routes.routes) for text in r.utterances]
-            cache = _cached_vectors(previous, prev_manifest, fingerprint)
+            cache = _cached_vectors(reusable, prev_manifest, fingerprint)
             missing = sorted({text for _, text in rows if text not in cache})
             if missing:
                 say(f"embedding {len(missing)} new utterance(s) with {fingerprint.describe()}")
@@ -236,7 +300,7 @@ def build_index(routes: RouteSet | str | Path = "routes", out: str | Path = "ind
                          build_route_stats(vectors, labels, len(routes.routes),
                                            routes.settings.blend_alpha))
             table = {"routes": routes.names, "rows": rows}
-            _fsync_write(tmp / "utterances.json", json.dumps(table).encode())
+            (tmp / "utterances.json").write_bytes(json.dumps(table).encode())
             files = {str(p.relative_to(tmp)): FileEntry(sha256=file_sha256(p),
                                                           size=p.stat().st_size)
                      for p in sorted(tmp.rglob("*")) if p.is_file()}
@@ -251,16 +315,22 @@ def build_index(routes: RouteSet | str | Path = "routes", out: str | Path = "ind
                 routes={r.name: RouteEntry(hash=r.content_hash(), utterances=len(r.utterances),
                                            file=r.file.name) for r in routes.routes},
                 files=files)
-            _fsync_write(tmp / "manifest.json", manifest.model_dump_json(indent=2).encode())
-            timings["write"] = time.perf_counter() - t2
+            (tmp / "manifest.json").write_bytes(manifest.model_dump_json(indent=2).encode())
 
-            final = index_dir / build_id
+            _fsync_tree(tmp)  # every byte of the build is on disk ...
             tmp.rename(final)
-            pointer_tmp = index_dir / f".CURRENT.{build_id}"
-            _fsync_write(pointer_tmp, build_id.encode())
-            os.replace(pointer_tmp, index_dir / "CURRENT")
+            made = final
+            _fsync_path(index_dir)  # ... and so is its name, before CURRENT names it
+            pointer = index_dir / f"{POINTER_PREFIX}{build_id}"
+            _fsync_write(pointer, build_id.encode())
+            os.replace(pointer, index_dir / "CURRENT")
+            switched = True
+            _fsync_path(index_dir)
+            timings["write"] = time.perf_counter() - t2
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if not switched:  # nothing refers to the new build: remove it, the old one serves
+                shutil.rmtree(made, ignore_errors=True)
+                (index_dir / f"{POINTER_PREFIX}{build_id}").unlink(missing_ok=True)
             raise
         _prune(index_dir, keep={build_id, previous.name if previous else ""})
 
@@ -276,8 +346,30 @@ def build_index(routes: RouteSet | str | Path = "routes", out: str | Path = "ind
 
 
 def _prune(index_dir: Path, keep: set[str]) -> None:
-    """Remove builds other than the live one and its predecessor (a reader may hold it)."""
-    for p in index_dir.iterdir():
-        if p.is_dir() and p.name not in keep and (p.name.startswith("b") or
-                                                   p.name.startswith(".tmp-")):
-            shutil.rmtree(p, ignore_errors=True)
+    """Delete what builds left behind, and nothing else: our builds other than `keep` (the live
+    one and its predecessor, which a reader may still be loading) and our exact temp names."""
+    for p in sorted(index_dir.iterdir()):
+        if p.name in keep:
+            continue
+        if is_build(p):
+            trash = index_dir / f"{OLD_PREFIX}{p.name}"
+            try:  # atomic: a prune killed half-way leaves an .old- folder, not half a build
+                p.rename(trash)
+            except OSError:
+                continue
+            shutil.rmtree(trash, ignore_errors=True)
+        elif _is_leftover(p):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
+def _is_leftover(p: Path) -> bool:
+    """A temp name of ours left by a killed build: .tmp-<id>/ or .old-<id>/, .CURRENT.<id>."""
+    if p.is_symlink():
+        return False
+    for prefix, folder in ((TMP_PREFIX, True), (OLD_PREFIX, True), (POINTER_PREFIX, False)):
+        if p.name.startswith(prefix) and BUILD_ID.fullmatch(p.name[len(prefix):]):
+            return p.is_dir() if folder else p.is_file()
+    return False

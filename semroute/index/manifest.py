@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from semroute.errors import CorruptIndexError, IndexNotFoundError, StaleIndexErr
 
 FORMAT_VERSION = 1
 REBUILD_HINT = "run `semroute build` to rebuild it"
+# A build's folder name (and CURRENT's content): "b", UTC time to the second, 6 hex digits.
+BUILD_ID = re.compile(r"b\d{8}T\d{6}-[0-9a-f]{6}")
 
 
 class _Model(BaseModel):
@@ -65,23 +68,46 @@ class Manifest(_Model):
 def current_build(index_dir: Path) -> Path:
     """The folder of the live build, or IndexNotFoundError."""
     pointer = index_dir / "CURRENT"
-    if not pointer.exists():
+    try:
+        build_id = pointer.read_text().strip()
+    except FileNotFoundError:
         raise IndexNotFoundError(f"no index at {index_dir}: {REBUILD_HINT} "
-                                 f"(or pass --index DIR)")
-    build_id = pointer.read_text().strip()
+                                 f"(or pass --index DIR)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CorruptIndexError(f"{pointer} is unreadable ({exc}): {REBUILD_HINT}") from None
+    if not BUILD_ID.fullmatch(build_id):  # never a path: CURRENT cannot point outside
+        raise CorruptIndexError(f"{pointer} does not name a build ({build_id[:40]!r}): "
+                                f"{REBUILD_HINT}")
     build = index_dir / build_id
-    if not build_id or not build.is_dir():
+    if not build.is_dir():
         raise CorruptIndexError(f"{pointer} names build '{build_id}', which is missing: "
                                 f"{REBUILD_HINT}")
     return build
 
 
+def is_build(path: Path) -> bool:
+    """Whether a folder is a build some semroute wrote: a build-id name and a manifest.json
+    inside naming that id (any format version). Only such folders are ever pruned."""
+    if path.is_symlink() or not path.is_dir() or not BUILD_ID.fullmatch(path.name):
+        return False
+    try:
+        data = json.loads((path / "manifest.json").read_bytes())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(data, dict) and data.get("build_id") == path.name
+            and isinstance(data.get("format"), int) and isinstance(data.get("files"), dict))
+
+
 def read_manifest(build: Path) -> Manifest:
+    """A build's manifest; CorruptIndexError if missing or invalid, StaleIndexError if it is
+    another format version."""
     path = build / "manifest.json"
     try:
         return Manifest.model_validate_json(path.read_bytes())
     except FileNotFoundError:
         raise CorruptIndexError(f"{path} is missing: {REBUILD_HINT}") from None
+    except OSError as exc:
+        raise CorruptIndexError(f"{path} is unreadable ({exc}): {REBUILD_HINT}") from None
     except ValidationError as exc:
         fmt = None
         with contextlib.suppress(Exception):
@@ -93,16 +119,22 @@ def read_manifest(build: Path) -> Manifest:
                                 f"{REBUILD_HINT}") from None
 
 
-def _verify_files(build: Path, manifest: Manifest, *, hashes: bool) -> None:
+def verify_files(build: Path, manifest: Manifest, *, hashes: bool) -> None:
+    """CorruptIndexError unless every file the manifest lists is there, with its size (and,
+    with `hashes`, its sha256)."""
     for rel, entry in manifest.files.items():
         p = build / rel
-        if not p.is_file():
-            raise CorruptIndexError(f"{p} is missing: {REBUILD_HINT}")
-        if p.stat().st_size != entry.size:
-            raise CorruptIndexError(f"{p} has {p.stat().st_size} bytes, the manifest says "
-                                    f"{entry.size}: {REBUILD_HINT}")
-        if hashes and file_sha256(p) != entry.sha256:
-            raise CorruptIndexError(f"{p} does not match its checksum: {REBUILD_HINT}")
+        try:
+            size = p.stat().st_size if p.is_file() else None
+            if size is None:
+                raise CorruptIndexError(f"{p} is missing: {REBUILD_HINT}")
+            if size != entry.size:
+                raise CorruptIndexError(f"{p} has {size} bytes, the manifest says "
+                                        f"{entry.size}: {REBUILD_HINT}")
+            if hashes and file_sha256(p) != entry.sha256:
+                raise CorruptIndexError(f"{p} does not match its checksum: {REBUILD_HINT}")
+        except OSError as exc:  # e.g. removed while being read
+            raise CorruptIndexError(f"{p} is unreadable ({exc}): {REBUILD_HINT}") from None
 
 
 def check_fresh(manifest: Manifest, routes: RouteSet, where: Path) -> None:

@@ -7,7 +7,8 @@ Layout of an index folder (`indexes/<name>/`)::
                        embeddings.npy (the embedding cache), encoder/<backend>/ (ONNX export)
 
 A build writes a new folder and then switches CURRENT, so readers never see half a build,
-and a failed build leaves the previous one in place.
+and a failed build leaves the previous one in place. Builds are pruned two generations later:
+a load that loses its build meanwhile starts again from CURRENT.
 """
 
 from __future__ import annotations
@@ -25,24 +26,29 @@ from semroute.encoders import (
     Fingerprint,
     load_encoder,
 )
-from semroute.errors import CorruptIndexError, StaleIndexError
+from semroute.errors import (
+    CorruptIndexError,
+    EncoderError,
+    OnnxBackendError,
+    SemrouteError,
+    StaleIndexError,
+)
 from semroute.index.manifest import (
     REBUILD_HINT,
     Manifest,
-    _verify_files,
     check_fresh,
     current_build,
     read_manifest,
+    verify_files,
 )
 from semroute.index.scoring import RouteStats
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-# From this many vectors `index_type: auto` builds HNSW (M=32, efSearch 128): at 10k it searches
-# in ~0.2 ms against ~0.5-0.75 ms for the exact flat index, with 99.98% recall@32
-# (benchmarks/results/latency.md); below a few thousand the flat index is faster.
-HNSW_MIN_VECTORS = 4_000
+# How often a load starts again when its build was pruned under it (each retry needs two more
+# builds to finish during one load, so more than one is already unlikely).
+LOAD_ATTEMPTS = 5
 
 
 @dataclass
@@ -60,11 +66,28 @@ class RouteIndex:
     @classmethod
     def load(cls, index_dir: str | Path, routes: RouteSet | None = None, *,
              verify: bool = True) -> RouteIndex:
-        """Load and check an index; with `routes`, also check it is fresh against them."""
+        """Load and check the live build; with `routes`, also check it is fresh against them.
+
+        If CURRENT moved on while the build was read (a newer build replaced it and a later one
+        pruned it), the load starts again from CURRENT instead of failing.
+        """
         index_dir = Path(index_dir)
-        build = current_build(index_dir)
+        attempt = 1
+        while True:
+            build = current_build(index_dir)
+            try:
+                return cls._load_build(index_dir, build, routes, verify=verify)
+            except (CorruptIndexError, StaleIndexError):
+                if attempt == LOAD_ATTEMPTS or not _moved_on(index_dir, build):
+                    raise
+                attempt += 1
+
+    @classmethod
+    def _load_build(cls, index_dir: Path, build: Path, routes: RouteSet | None, *,
+                    verify: bool) -> RouteIndex:
+        """Read and check one build folder (see `load`)."""
         manifest = read_manifest(build)
-        _verify_files(build, manifest, hashes=verify)
+        verify_files(build, manifest, hashes=verify)
         if routes is not None:
             check_fresh(manifest, routes, index_dir)
         try:
@@ -95,17 +118,41 @@ class RouteIndex:
 
     @property
     def build_dir(self) -> Path:
+        """The folder of the build this index was loaded from (pruned two builds later)."""
         return self.path / self.manifest.build_id
 
     def load_encoder(self, *, threads: int = 1) -> Encoder:
-        """The encoder this index was built with; StaleIndexError if it changed since."""
+        """The encoder this index was built with; StaleIndexError if it changed since.
+
+        If newer builds pruned this build's folder since the index was loaded, the identical
+        export of the live build (same encoder entry) is read; the fingerprint check guards it.
+        """
         m = self.manifest.encoder
-        enc = load_encoder(m.name, m.backend, index_dir=self.build_dir, threads=threads)
+        source = self.build_dir
+        attempt = 1
+        while True:
+            try:
+                enc = load_encoder(m.name, m.backend, index_dir=source, threads=threads)
+                break
+            except (EncoderError, OnnxBackendError):
+                twin = None if source.is_dir() or attempt == LOAD_ATTEMPTS else self._twin()
+                if twin is None:
+                    raise
+                source, attempt = twin, attempt + 1
         if Fingerprint.of(enc) != self.manifest.fingerprint:
             raise StaleIndexError(f"the index at {self.path} was built with encoder "
                                   f"{self.manifest.fingerprint.describe()}, but the encoder now "
                                   f"is {Fingerprint.of(enc).describe()}: {REBUILD_HINT}")
         return enc
+
+    def _twin(self) -> Path | None:
+        """The live build, if it holds the same encoder export as this one."""
+        try:
+            build = current_build(self.path)
+            same = read_manifest(build).encoder == self.manifest.encoder
+        except SemrouteError:
+            return None
+        return build if same else None
 
     def search(self, queries: NDArray[np.float32], k: int) -> tuple[NDArray[np.float32],
                                                                      NDArray[np.int64]]:
@@ -115,7 +162,16 @@ class RouteIndex:
         return sims, ids
 
 
+def _moved_on(index_dir: Path, build: Path) -> bool:
+    """Whether CURRENT names another build than `build` by now."""
+    try:
+        return (index_dir / "CURRENT").read_text().strip() != build.name
+    except OSError:
+        return False
+
+
 def read_route_stats(build: Path, n_routes: int, dim: int) -> RouteStats:
+    """A build's per-route scoring statistics, checked against its routes and dimension."""
     path = build / "route_stats.npz"
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -129,6 +185,7 @@ def read_route_stats(build: Path, n_routes: int, dim: int) -> RouteStats:
 
 
 def write_route_stats(path: Path, stats: RouteStats) -> None:
+    """Save per-route scoring statistics (numpy .npz, no pickles); build.py fsyncs it."""
     with path.open("wb") as f:
         np.savez(f, centroids=stats.centroids, offsets=stats.offsets,
                  default_threshold=np.float64(stats.default_threshold),
