@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from semroute.config import load_routes
+from semroute.config import RESERVED_ROUTE_NAMES, load_routes
 from semroute.errors import ConfigError
+from semroute.quality import OOS
+from semroute.routing.classifier import NONE_LABEL
 from tests.conftest import CATALOGUE, TINY_ROUTES, WriteRoutes
 
 
@@ -113,3 +115,44 @@ def test_shipped_example_set_is_valid_and_realistic() -> None:
         assert {m.provider for m in models.values()} <= {"anthropic", "openai"}, name
     local = rs.profiles["local"]
     assert all((m.base_url or "").startswith("http://127.0.0.1") for m in local.values())
+
+
+@pytest.mark.parametrize("name", ["none", "None", "oos", "OOS"])
+def test_reserved_route_names_are_rejected(write_routes: WriteRoutes, name: str) -> None:
+    routes = copy.deepcopy(TINY_ROUTES)
+    routes["reserved"] = dict(routes["code"], name=name, utterances=["a different utterance"])
+    [msg] = problems_of(write_routes(routes))
+    assert "reserved.yaml" in msg and f"route '{name}'" in msg and "field 'name'" in msg
+    assert "reserved" in msg
+    assert ("classifier" in msg) if name.casefold() == "none" else ("out-of-scope" in msg)
+
+
+def test_reserved_names_cover_the_labels_they_protect() -> None:
+    assert NONE_LABEL.casefold() in RESERVED_ROUTE_NAMES
+    assert OOS.casefold() in RESERVED_ROUTE_NAMES
+
+
+@pytest.mark.parametrize(("provider", "structured", "allowed"), [
+    ("anthropic", "grammar", "auto, tool"),
+    ("anthropic", "json_schema", "auto, tool"),
+    ("openai", "tool", "auto, json_schema, grammar"),
+])
+def test_structured_mode_must_suit_the_provider(write_routes: WriteRoutes, provider: str,
+                                                structured: str, allowed: str) -> None:
+    cat = copy.deepcopy(CATALOGUE)
+    cat["profiles"]["local"]["fast"].update(provider=provider, structured=structured)
+    [msg] = problems_of(write_routes(catalogue=cat))
+    assert "models.yaml" in msg and "profile 'local'" in msg and "model 'fast'" in msg
+    assert "field 'profiles.local.fast.structured'" in msg
+    assert f"'{structured}'" in msg and f"use one of {allowed}" in msg
+
+
+@pytest.mark.parametrize(("provider", "structured"), [
+    ("openai", "auto"), ("openai", "json_schema"), ("openai", "grammar"),
+    ("anthropic", "auto"), ("anthropic", "tool"),
+])
+def test_structured_modes_that_suit_the_provider_load(write_routes: WriteRoutes, provider: str,
+                                                      structured: str) -> None:
+    cat = copy.deepcopy(CATALOGUE)
+    cat["profiles"]["local"]["fast"].update(provider=provider, structured=structured)
+    assert load_routes(write_routes(catalogue=cat)).models["fast"].structured == structured

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from semroute.config.modelspec import (
+    STRUCTURED_MODES,
     ModelSpec,
     ProviderName,
     StructuredMode,
@@ -10,6 +11,7 @@ from semroute.config.modelspec import (
 )
 from semroute.config.routes import (
     CATALOGUE_FILE,
+    RESERVED_ROUTE_NAMES,
     CatalogueFile,
     ModelEntry,
     Route,
@@ -24,6 +26,8 @@ from semroute.config.routes import (
 
 __all__ = [
     "CATALOGUE_FILE",
+    "RESERVED_ROUTE_NAMES",
+    "STRUCTURED_MODES",
     "CatalogueFile",
     "ModelEntry",
     "ModelSpec",

@@ -12,7 +12,17 @@ ProviderName = Literal["openai", "anthropic"]
 # How labels are enforced: "auto" = json_schema on OpenAI, a forced tool on Anthropic;
 # "grammar" = llama.cpp's GBNF (OpenAI-compatible llama-server only; fewer tokens, ~4x faster).
 StructuredMode = Literal["auto", "json_schema", "grammar", "tool"]
-
+# Which modes each SDK can honour (checked when the catalogue is loaded, not at call time).
+STRUCTURED_MODES: dict[ProviderName, tuple[StructuredMode, ...]] = {
+    "openai": ("auto", "json_schema", "grammar"),
+    "anthropic": ("auto", "tool"),
+}
+STRUCTURED_WHY: dict[StructuredMode, str] = {
+    "json_schema": "an OpenAI response_format, for provider openai only",
+    "grammar": "a llama.cpp GBNF grammar, for OpenAI-compatible (llama-server) endpoints only",
+    "tool": "a forced Anthropic tool call, for provider anthropic only",
+    "auto": "the provider's own way",
+}
 
 
 @dataclass(frozen=True)

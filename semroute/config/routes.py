@@ -11,12 +11,25 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
-from semroute.config.modelspec import ModelSpec
+from semroute.config.modelspec import STRUCTURED_MODES, STRUCTURED_WHY, ModelSpec, StructuredMode
 from semroute.errors import ConfigError
 
 CATALOGUE_FILE = "models.yaml"
+# Names that mean "no route" elsewhere (casefolded, as labels are matched): a route by one of
+# these names could never be told apart from that answer.
+RESERVED_ROUTE_NAMES: dict[str, str] = {
+    "none": "the fallback classifier answers 'none' when no route fits",
+    "oos": "eval and fit data label out-of-scope queries 'oos'",
+}
 _WS = re.compile(r"\s+")
 # libyaml's safe loader parses route files ~12x faster than the pure-Python one (same errors).
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -47,6 +60,14 @@ class RouteFile(_Strict):
     system_prompt: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("name")
+    @classmethod
+    def _name_not_reserved(cls, v: str) -> str:
+        why = RESERVED_ROUTE_NAMES.get(v.casefold())
+        if why is not None:
+            raise ValueError(f"'{v}' is reserved in any letter case ({why}); rename the route")
+        return v
+
     @field_validator("model")
     @classmethod
     def _model_chain_not_empty(cls, v: str | list[str]) -> str | list[str]:
@@ -76,6 +97,16 @@ class ModelEntry(_Strict):
     structured: Literal["auto", "json_schema", "grammar", "tool"] = Field(
         default="auto", description="how the classifier's output is constrained: auto = "
         "json_schema (openai) / tool (anthropic); grammar = llama.cpp GBNF, much faster locally")
+
+    @field_validator("structured")
+    @classmethod
+    def _structured_suits_provider(cls, v: StructuredMode, info: ValidationInfo) -> StructuredMode:
+        provider: Any = info.data.get("provider")  # absent when it failed its own check
+        allowed = STRUCTURED_MODES.get(provider, ())
+        if allowed and v not in allowed:
+            raise ValueError(f"'{v}' is {STRUCTURED_WHY[v]}, not provider '{provider}'; use "
+                             f"one of {', '.join(allowed)}")
+        return v
 
     def spec(self, key: str) -> ModelSpec:
         """The provider-level description of this model."""
@@ -169,15 +200,20 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 
 
 def _pydantic_problems(path: Path, err: ValidationError, route: str | None) -> list[str]:
-    where = f"{path}" + (f": route '{route}'" if route else "")
     problems = []
     for e in err.errors():
-        field_name = _loc(e["loc"]) or "(file)"
+        loc = e["loc"]
+        where = f"{path}" + (f": route '{route}'" if route else "")
+        if len(loc) >= 3 and loc[0] == "profiles":  # a catalogue entry: name its profile and key
+            where += f": profile '{loc[1]}': model '{loc[2]}'"
+        field_name = _loc(loc) or "(file)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see README 'Route files')"
         elif e["type"] == "missing":
             msg = "required field is missing"
+        elif e["type"] == "value_error":  # our own validators: their message, without a prefix
+            msg = str(e.get("ctx", {}).get("error", msg))
         problems.append(f"{where}: field '{field_name}': {msg}")
     return problems
 
