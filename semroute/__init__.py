@@ -49,6 +49,7 @@ _EXPORTS = {
     "RetryableProviderError": "semroute.errors",
     "SemrouteError": "semroute.errors",
     "StaleIndexError": "semroute.errors",
+    "StreamInterruptedError": "semroute.errors",
 }
 
 __all__ = [
@@ -78,6 +79,7 @@ __all__ = [
     "Router",
     "SemrouteError",
     "StaleIndexError",
+    "StreamInterruptedError",
     "__version__",
     "adispatch",
     "build_index",
@@ -120,6 +122,7 @@ if TYPE_CHECKING:
         RetryableProviderError,
         SemrouteError,
         StaleIndexError,
+        StreamInterruptedError,
     )
     from semroute.index import BuildReport, build_index
     from semroute.routing import Candidate, ClassifierCall, Decision, Neighbour, Router, load_router

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -58,10 +59,30 @@ class NoRouteError(SemrouteError):
     """Nothing decided and no default route is configured."""
 
 
-class ProviderError(SemrouteError):
-    """A model call failed. Never carries the API key (messages are scrubbed)."""
+class ErrorScope(StrEnum):
+    """How far a failed model call reaches: what dispatch does next depends only on this."""
 
-    retryable: ClassVar[bool] = False
+    RETRY = "retry"
+    """Transient (408/409/429, 5xx, timeouts, refused or reset connections): retry the same
+    model with backoff, then the next one."""
+    NEXT_MODEL = "next_model"
+    """This model cannot answer (missing key variable, 401/403, 404): one attempt, then the
+    next model, which may be another provider; the model is cooled down."""
+    TOO_LONG = "too_long"
+    """The request does not fit this model (context too long, 413): one attempt, then the next
+    model, which may have a bigger context; the model is not cooled down (it is healthy)."""
+    REQUEST = "request"
+    """The request itself is invalid (400): no model will take it, so it is raised at once."""
+
+
+class ProviderError(SemrouteError):
+    """A model call failed. Never carries the API key (messages are scrubbed).
+
+    `scope` says how far the failure reaches (see `ErrorScope`); `attempts` and `request_id`
+    are those of the dispatch that raised it (empty / None when raised by a provider directly).
+    """
+
+    default_scope: ClassVar[ErrorScope] = ErrorScope.NEXT_MODEL
 
     def __init__(
         self,
@@ -71,35 +92,68 @@ class ProviderError(SemrouteError):
         message: str,
         *,
         retry_after: float | None = None,
+        scope: ErrorScope | None = None,
     ) -> None:
         self.provider = provider
         self.model = model
         self.status = status
         self.message = message
         self.retry_after = retry_after
+        self.scope = ErrorScope(scope) if scope is not None else self.default_scope
+        self.attempts: list[Attempt] = []
+        self.request_id: str | None = None  # the dispatch's, as in its trace record
         where = f"{provider} model {model!r}"
         code = f" (HTTP {status})" if status is not None else ""
         super().__init__(f"{where}{code}: {message}")
 
+    @property
+    def retryable(self) -> bool:
+        """Whether retrying the same model may help (scope RETRY)."""
+        return self.scope is ErrorScope.RETRY
+
     def __reduce__(self) -> tuple[Any, ...]:  # picklable despite the keyword-rich __init__
         args = (self.provider, self.model, self.status, self.message)
-        return (type(self), args, {"retry_after": self.retry_after})
+        return (type(self), args, dict(self.__dict__))
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(provider={self.provider!r}, model={self.model!r}, "
-            f"status={self.status!r}, message={self.message!r}, retry_after={self.retry_after!r})"
+            f"status={self.status!r}, message={self.message!r}, retry_after={self.retry_after!r}, "
+            f"scope={self.scope.value!r})"
         )
 
 
 class RetryableProviderError(ProviderError):
     """Worth retrying or failing over: 408/409/429, 5xx, timeouts, refused or reset connections."""
 
-    retryable = True
+    default_scope = ErrorScope.RETRY
 
 
 class FatalProviderError(ProviderError):
-    """Retrying the same request will not help: bad request, auth, not found, context too long."""
+    """Retrying the same model will not help: its `scope` says whether the next model may
+    (NEXT_MODEL: auth, not found, missing key; TOO_LONG: context too long) or none will
+    (REQUEST: an invalid request)."""
+
+    default_scope = ErrorScope.REQUEST
+
+
+class StreamInterruptedError(ProviderError):
+    """A streamed answer broke after some of its text was delivered, so it cannot be failed
+    over; `partial_text` is what arrived, `scope` that of the underlying failure."""
+
+    def __init__(
+        self,
+        provider: str,
+        model: str,
+        status: int | None,
+        message: str,
+        *,
+        partial_text: str = "",
+        retry_after: float | None = None,
+        scope: ErrorScope | None = None,
+    ) -> None:
+        super().__init__(provider, model, status, message, retry_after=retry_after, scope=scope)
+        self.partial_text = partial_text
 
 
 class AllModelsFailedError(SemrouteError):
@@ -108,9 +162,13 @@ class AllModelsFailedError(SemrouteError):
     def __init__(self, route: str, attempts: list[Attempt]) -> None:
         self.route = route
         self.attempts = attempts
+        self.request_id: str | None = None  # the dispatch's, as in its trace record
         lines = "\n".join(f"  - {a.model_key} ({a.provider}:{a.model}) try {a.try_number}: "
                           f"{a.error}" for a in attempts)
         super().__init__(f"every model of route '{route}' failed:\n{lines}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.route, self.attempts), dict(self.__dict__))
 
 
 class CalibrationWarning(UserWarning):

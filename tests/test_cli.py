@@ -60,3 +60,24 @@ def test_console_script_runs_in_a_fresh_process(example_routes: Path,
         capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["candidates"]
+
+
+def test_chat_survives_a_stream_that_breaks_after_text(tmp_path: Path) -> None:
+    """A stream cut after two chunks prints an error and the chat goes on to the next turn."""
+    from tests.dispatch_support import SseServer, entry, shared_index, write_set
+
+    server = SseServer(["error_mid", "ok"])
+    try:
+        index = shared_index(tmp_path / "built")
+        routes = write_set(tmp_path / "routes", {"m": entry("openai", server.base_url)}, ["m"])
+        proc = subprocess.run(
+            [sys.executable, "-m", "semroute.cli", "chat", "--routes", str(routes), "--index",
+             str(index), "--no-trace"],
+            input="hello there\nhello again\n/quit\n", capture_output=True, text=True,
+            timeout=120)
+    finally:
+        server.stop()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "injected stream fault" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "Hello from the stream." in proc.stdout  # the second turn was answered

@@ -12,17 +12,16 @@ import pytest
 import yaml
 
 from semroute.cli import main
+from semroute.errors import CalibrationWarning, InfeasibleTargetError
 from semroute.index import build_index, load_calibration, save_calibration
 from semroute.quality import OOS, LabelledQuery, index_route, load_labelled, route_all
 from semroute.quality.fitting import (
-    InfeasibleTargetError,
     evaluate_with,
     fit_thresholds,
     redecide,
     to_calibration,
 )
-from semroute.routing import Candidate, Decision, Method, Thresholds
-from semroute.routing.router import CalibrationWarning, Router
+from semroute.routing import Candidate, Decision, Method, Router, Thresholds
 from tests.conftest import CATALOGUE
 
 
@@ -202,22 +201,39 @@ def test_calibration_is_read_by_the_router_and_changes_decisions(
     assert cal is not None and cal.score_threshold == fit.score_threshold
     after = Router.load(routes, index_copy)
     assert after.matcher.thresholds == fit.thresholds()
+    assert after.calibration == cal and after.calibration_status == "current"
     again = after.route_batch([q.text for q in data], use_classifier=False)
     assert [d.route for d in again] == [q.label for q in data]
     assert all(d.method == "index" for d in again)
 
 
-def test_calibration_from_an_earlier_build_warns(strict_set: tuple[Path, Path, Path],
-                                                 tmp_path: Path) -> None:
+def test_calibration_from_an_earlier_build_is_not_applied(strict_set: tuple[Path, Path, Path],
+                                                          tmp_path: Path) -> None:
+    """Every rebuild moves the per-route offsets, so old thresholds mean something else now:
+    the router keeps the label-free defaults and says why (unless asked to apply them)."""
     routes, index, data_file = strict_set
     index_copy = tmp_path / "index"
     shutil.copytree(index, index_copy)
     router = Router.load(routes, index_copy)
+    defaults = router.matcher.thresholds
+    assert defaults == Thresholds(0.95, 0.0, {})  # models.yaml's, as there is no calibration
     fit = fit_thresholds(route_all(router, [q.text for q in load_labelled(data_file)])[0],
                          load_labelled(data_file), target_misroute=0.5, min_route_rows=0)
+    assert fit.thresholds() != defaults, "the test needs a calibration that would change them"
     save_calibration(index_copy, to_calibration(fit, build_id="b-earlier", data="x.csv"))
-    with pytest.warns(CalibrationWarning, match="run `semroute fit` again"):
+    with pytest.warns(CalibrationWarning, match=r"b-earlier"):
+        stale = Router.load(routes, index_copy)
+    assert stale.matcher.thresholds == defaults, "a stale calibration was applied"
+    assert router.calibration is None and router.calibration_status == "none"
+    assert stale.calibration is None and stale.calibration_status == "stale-ignored"
+    with pytest.warns(CalibrationWarning, match=r"ignored.*run `semroute fit` again"):
         Router.load(routes, index_copy)
+    with pytest.warns(CalibrationWarning, match="applied anyway"):
+        kept = Router.load(routes, index_copy, stale_calibration="apply")
+    assert kept.matcher.thresholds == fit.thresholds()
+    assert kept.calibration is not None and kept.calibration_status == "stale-applied"
+    with pytest.raises(ValueError, match="stale_calibration"):
+        Router.load(routes, index_copy, stale_calibration="sometimes")  # type: ignore[arg-type]
 
 
 def test_cli_fit_writes_calibration_and_reports_held_out(

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pickle
 import traceback
 from typing import Any
 
 import pytest
 
+from semroute.errors import ErrorScope, StreamInterruptedError
 from semroute.providers import (
     Completion,
     FatalProviderError,
@@ -21,7 +23,7 @@ from semroute.providers import (
     RetryableProviderError,
     make_provider,
 )
-from semroute.providers.errors import parse_retry_after
+from semroute.providers.errors import parse_retry_after, scope_for
 from semroute.providers.request import make_request, match_label
 from tests.conftest_llm import MakeFaultServer
 from tests.support.llm_server import OK_TEXT, LLMServer
@@ -109,6 +111,16 @@ def test_async_stream(provider: Provider[Any, Any], kind: str) -> None:
 
 def test_final_drains_an_unread_stream(provider: Provider[Any, Any], kind: str) -> None:
     check_completion(provider.stream(HELLO, max_tokens=8).final(), kind)
+
+
+def test_content_parts_are_accepted_by_both_sdks(provider: Provider[Any, Any], kind: str) -> None:
+    """OpenAI-style text parts (`[{"type": "text", "text": ...}]`) work through either SDK."""
+    parts = [{"type": "text", "text": "Say hello"}, {"type": "text", "text": "in one sentence."}]
+    c = provider.complete([{"role": "user", "content": parts}], max_tokens=8)
+    check_completion(c, kind)
+    stream = provider.stream([{"role": "system", "content": [parts[0]]},
+                              {"role": "user", "content": parts}], max_tokens=8)
+    check_completion(stream.final(), kind)
 
 
 def test_constrained_output_is_an_allowed_label(llm_server: LLMServer) -> None:
@@ -200,13 +212,36 @@ def test_retryable_statuses(kind: str, fault_server: MakeFaultServer, status: in
     assert fs.hits == 1  # the SDK's own retries are off
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404])
-def test_fatal_statuses(kind: str, fault_server: MakeFaultServer, status: int) -> None:
+@pytest.mark.parametrize(("status", "scope"), [(400, ErrorScope.REQUEST),
+                                               (401, ErrorScope.NEXT_MODEL),
+                                               (403, ErrorScope.NEXT_MODEL),
+                                               (404, ErrorScope.NEXT_MODEL)])
+def test_fatal_statuses_say_how_far_they_reach(
+    kind: str, fault_server: MakeFaultServer, status: int, scope: ErrorScope
+) -> None:
+    """400: the request is wrong (no model will take it); 401/403/404: this model cannot
+    answer (its key, its permissions, its name), another one may."""
     fs = fault_server([status])
     p = make_provider(spec_for(kind, fs.base_url))
     with pytest.raises(FatalProviderError) as info:
         p.complete(HELLO, max_tokens=4)
     assert info.value.status == status and not info.value.retryable
+    assert info.value.scope is scope
+
+
+def test_retryable_errors_have_the_retry_scope(kind: str, refused_url: str) -> None:
+    with pytest.raises(RetryableProviderError) as info:
+        make_provider(spec_for(kind, refused_url)).complete(HELLO, max_tokens=4)
+    assert info.value.scope is ErrorScope.RETRY and info.value.retryable
+
+
+def test_context_too_long_is_a_too_long_error(provider: Provider[Any, Any]) -> None:
+    """llama-server here has a 2048-token context; a bigger model could take the prompt."""
+    long = [{"role": "user", "content": "tell me everything about rivers " * 600}]
+    with pytest.raises(FatalProviderError) as info:
+        provider.complete(long, max_tokens=4)
+    assert info.value.scope is ErrorScope.TOO_LONG, info.value
+    assert info.value.status is not None and 400 <= info.value.status < 500
 
 
 def test_statuses_in_order_then_last_repeats(kind: str, fault_server: MakeFaultServer) -> None:
@@ -277,11 +312,14 @@ def test_echoed_key_is_scrubbed(
     assert_secret_absent(info.value, secret)  # ... and it was scrubbed
 
 
-def test_missing_key_variable_is_fatal(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_key_variable_is_fatal_for_this_model(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("SEMROUTE_UNSET_KEY", raising=False)
     p = make_provider(spec_for(kind, "http://127.0.0.1:9", api_key_env="SEMROUTE_UNSET_KEY"))
-    with pytest.raises(FatalProviderError, match="SEMROUTE_UNSET_KEY"):
+    with pytest.raises(FatalProviderError, match="SEMROUTE_UNSET_KEY") as info:
         p.complete(HELLO, max_tokens=4)
+    assert info.value.scope is ErrorScope.NEXT_MODEL, "another provider's model may answer"
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -298,6 +336,36 @@ def test_match_label_forms() -> None:
     assert match_label("billing or tech", labels) is None
     assert match_label("no idea", labels) is None
     assert match_label("technical", labels) is None
+
+
+def test_scope_for_known_wordings() -> None:
+    """How OpenAI, Anthropic, llama.cpp and vLLM say "too long for this model" vs "invalid"."""
+    too_long = [
+        (400, "This model's maximum context length is 128000 tokens. However, you requested"),
+        (400, "prompt is too long: 210000 tokens > 200000 maximum"),
+        (400, "request (3031 tokens) exceeds the available context size (2048 tokens)"),
+        (400, "invalid_request_error context_length_exceeded"),
+        (413, "Request Entity Too Large"),
+    ]
+    for status, text in too_long:
+        assert scope_for(status, text) is ErrorScope.TOO_LONG, text
+    assert scope_for(400, "temperature must be between 0 and 2") is ErrorScope.REQUEST
+    assert scope_for(422, "field required: messages") is ErrorScope.REQUEST
+    assert scope_for(402, "insufficient balance") is ErrorScope.NEXT_MODEL
+    assert scope_for(None, "connection failed") is ErrorScope.RETRY
+    assert scope_for(529, "overloaded") is ErrorScope.RETRY
+
+
+def test_errors_survive_pickling_with_their_scope() -> None:
+    """Errors cross process boundaries (worker pools, multiprocessing) intact."""
+    fatal = FatalProviderError("openai", "m", 404, "no such model", scope=ErrorScope.NEXT_MODEL)
+    cut = StreamInterruptedError("anthropic", "m", None, "reset", partial_text="Hel",
+                                 scope=ErrorScope.RETRY)
+    for err in (fatal, cut):
+        back = pickle.loads(pickle.dumps(err))
+        assert (type(back), str(back), back.scope) == (type(err), str(err), err.scope)
+    assert pickle.loads(pickle.dumps(cut)).partial_text == "Hel"
+    assert not fatal.retryable and cut.retryable
 
 
 def test_parse_retry_after() -> None:
@@ -324,8 +392,32 @@ def test_make_request_validates_and_folds_system() -> None:
         make_request([{"role": "user", "content": "x"}], None, 8, None, ["a", "a"], {})
     with pytest.raises(ValueError):
         make_request([{"role": "system", "content": "x"}], None, 8, None, None, {})
+    with pytest.raises(ValueError, match="content"):
+        make_request([{"role": "user", "content": [{"text": "no type"}]}], None, 8, None, None, {})
+    parts = make_request(
+        [{"role": "system", "content": [{"type": "text", "text": "s"}]},
+         {"role": "user", "content": [{"type": "text", "text": "q"}]}], None, 8, None, None, {})
+    assert parts.system == "s" and parts.messages == (
+        {"role": "user", "content": [{"type": "text", "text": "q"}]},)
 
 
 def test_unknown_provider_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown provider"):
         make_provider(ModelSpec("x", "cohere", "m"))  # type: ignore[arg-type]
+
+
+def test_openai_itself_gets_max_completion_tokens_and_compatible_servers_max_tokens(
+        fault_server: MakeFaultServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenAI's current models (gpt-5, o-series) reject `max_tokens` with a 400, which would
+    end the request; OpenAI-compatible servers often know only `max_tokens`."""
+    fs = fault_server([200])
+    # No base_url in the catalogue means OpenAI's own API; the SDK reads OPENAI_BASE_URL.
+    monkeypatch.setenv("OPENAI_BASE_URL", fs.openai_base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    make_provider(ModelSpec("cloud", "openai", "gpt-5-mini")).complete(
+        [{"role": "user", "content": "hi"}], max_tokens=7)
+    make_provider(ModelSpec("compat", "openai", "local", base_url=fs.openai_base_url)).complete(
+        [{"role": "user", "content": "hi"}], max_tokens=9)
+    cloud, compat = fs.bodies
+    assert cloud.get("max_completion_tokens") == 7 and "max_tokens" not in cloud
+    assert compat.get("max_tokens") == 9 and "max_completion_tokens" not in compat

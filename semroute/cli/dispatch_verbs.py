@@ -74,9 +74,15 @@ def cmd_chat(args: argparse.Namespace) -> int:
         print(f"[{dec.route} via {dec.method}: score {dec.score:.2f}, margin {dec.margin:.2f} "
               f"-> {r.model_key} ({r.provider}:{r.model})]", file=sys.stderr)
         sys.stdout.write("bot> ")
-        for chunk in r:
-            sys.stdout.write(chunk)
-            sys.stdout.flush()
+        try:
+            with r:
+                for chunk in r:
+                    sys.stdout.write(chunk)
+                    sys.stdout.flush()
+        except SemrouteError as exc:  # the stream broke after text arrived: keep chatting
+            print(f"\n[error] {exc}", file=sys.stderr)
+            history.pop()
+            continue
         print()
         print(f"[{r.usage.output_tokens} tokens, {r.latency_ms['total']:.0f} ms, "
               f"${r.cost_usd:.6f}]", file=sys.stderr)

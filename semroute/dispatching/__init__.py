@@ -1,21 +1,24 @@
-"""From decision to answer: the route's model chain with retries, failover and cooldowns."""
+"""From decision to answer: the route's model chain with retries, failover and cooldowns.
+
+Modules: `dispatcher` (Dispatcher), `chain` (the failover plan), `response` (Response and its
+stream's life), `attempts`, `cooldowns`, `messages` (what is routed on), `trace_record`,
+`state` (what a router's dispatches share) and `api` (module-level dispatch()/adispatch()).
+"""
 
 from __future__ import annotations
 
+from semroute.dispatching.api import adispatch, dispatch, dispatcher_for
 from semroute.dispatching.attempts import Attempt
-from semroute.dispatching.dispatcher import (
-    Cooldowns,
-    Dispatcher,
-    Response,
-    adispatch,
-    dispatch,
-    dispatcher_for,
-    latest_user_turn,
-)
+from semroute.dispatching.cooldowns import Cooldowns
+from semroute.dispatching.dispatcher import Dispatcher
+from semroute.dispatching.messages import latest_user_turn
+from semroute.dispatching.response import Response
+from semroute.dispatching.state import DispatchState
 
 __all__ = [
     "Attempt",
     "Cooldowns",
+    "DispatchState",
     "Dispatcher",
     "Response",
     "adispatch",

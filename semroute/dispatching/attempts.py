@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from semroute.errors import ErrorScope
+
 
 @dataclass(frozen=True)
 class Attempt:
-    """One call to one model."""
+    """One call to one model: which model, which try, how long, and if it failed, why (the HTTP
+    status, the scrubbed error text, and how far the failure reached: `scope`)."""
 
     model_key: str
     provider: str
@@ -17,3 +20,4 @@ class Attempt:
     latency_ms: float
     status: int | None = None
     error: str | None = None
+    scope: ErrorScope | None = None

@@ -10,28 +10,46 @@ from __future__ import annotations
 from typing import Any
 
 from semroute.config import ModelSpec, Usage
-from semroute.errors import FatalProviderError, ProviderError, RetryableProviderError
+from semroute.errors import (
+    ErrorScope,
+    FatalProviderError,
+    ProviderError,
+    RetryableProviderError,
+    StreamInterruptedError,
+)
 from semroute.providers.base import Completion, Provider
-from semroute.providers.effects import ModelCall, Plan, Sleep, completed, run_async, run_sync
-from semroute.providers.request import Message
+from semroute.providers.effects import (
+    ModelCall,
+    Offload,
+    Plan,
+    Sleep,
+    completed,
+    run_async,
+    run_sync,
+)
+from semroute.providers.request import Message, message_text
 from semroute.providers.streaming import AsyncStream, Stream
 
 __all__ = [
     "AsyncStream",
     "Completion",
+    "ErrorScope",
     "FatalProviderError",
     "Message",
     "ModelCall",
     "ModelSpec",
+    "Offload",
     "Plan",
     "Provider",
     "ProviderError",
     "RetryableProviderError",
     "Sleep",
     "Stream",
+    "StreamInterruptedError",
     "Usage",
     "completed",
     "make_provider",
+    "message_text",
     "run_async",
     "run_sync",
 ]

@@ -8,6 +8,7 @@ the text for a label.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import anthropic
@@ -17,12 +18,14 @@ from semroute.providers.base import Provider
 from semroute.providers.errors import SdkErrors
 from semroute.providers.request import (
     ChatRequest,
+    Content,
     label_schema,
     merge_extra,
 )
 from semroute.providers.streaming import StreamDelta
 
 TOOL_NAME = "choose_label"
+DATA_URL = re.compile(r"data:(?P<media_type>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.DOTALL)
 FINISH = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -59,7 +62,9 @@ class AnthropicProvider(Provider[anthropic.Anthropic, anthropic.AsyncAnthropic])
     def _build(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": self.spec.model,
-            "messages": list(request.messages),
+            "messages": [
+                {**m, "content": anthropic_content(m["content"])} for m in request.messages
+            ],
             "max_tokens": request.max_tokens,
         }
         if request.system:
@@ -119,6 +124,28 @@ class AnthropicProvider(Provider[anthropic.Anthropic, anthropic.AsyncAnthropic])
                 finish_reason=_finish(event.delta.stop_reason),
             )
         return StreamDelta()
+
+
+def anthropic_content(content: Content) -> Content:
+    """Content as the Messages API takes it: text parts are already Anthropic text blocks;
+    OpenAI `image_url` parts (data: or http(s) URLs) become image blocks; others pass."""
+    if isinstance(content, str):
+        return content
+    return [_anthropic_part(p) for p in content]
+
+
+def _anthropic_part(part: dict[str, Any]) -> dict[str, Any]:
+    if part.get("type") != "image_url":
+        return part
+    image = part.get("image_url")
+    url = str(image.get("url") if isinstance(image, dict) else image)
+    data = DATA_URL.fullmatch(url)
+    if data:
+        return {
+            "type": "image",
+            "source": {"type": "base64", "media_type": data["media_type"], "data": data["data"]},
+        }
+    return {"type": "image", "source": {"type": "url", "url": url}}
 
 
 def _input_tokens(usage: Any) -> int | None:

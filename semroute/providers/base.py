@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import threading
 import time
@@ -21,13 +22,16 @@ from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
 
 from semroute.config import ModelSpec, ProviderName, StructuredMode, Usage
-from semroute.errors import FatalProviderError, ProviderError, RetryableProviderError
+from semroute.errors import ErrorScope, FatalProviderError, ProviderError, RetryableProviderError
 from semroute.providers.errors import (
     PLACEHOLDER_KEY,
     SdkErrors,
+    body_codes,
     body_message,
-    is_retryable_status,
+    body_status,
+    is_transport_error,
     parse_retry_after,
+    scope_for,
     scrub,
 )
 from semroute.providers.request import ChatRequest, Message, make_request, match_label
@@ -82,7 +86,7 @@ _CLIENTS = _ClientCache()
 
 
 @dataclass(frozen=True)
-class _Call:
+class PreparedCall:
     """One prepared call: the neutral request, the SDK kwargs, the key, the start time."""
 
     request: ChatRequest
@@ -91,13 +95,13 @@ class _Call:
     started: float
 
     def __repr__(self) -> str:  # never show the key
-        return f"_Call(request={self.request!r})"
+        return f"PreparedCall(request={self.request!r})"
 
 
 class _ErrorGuard(AbstractContextManager[None]):
     """Turns SDK exceptions raised inside the block into ProviderErrors (sync and async alike)."""
 
-    def __init__(self, provider: Provider[Any, Any], call: _Call) -> None:
+    def __init__(self, provider: Provider[Any, Any], call: PreparedCall) -> None:
         self._provider, self._call = provider, call
 
     def __exit__(
@@ -179,11 +183,15 @@ class Provider(ABC, Generic[C, AC]):
         labels: Sequence[str] | None = None,
         **extra: Any,
     ) -> Stream:
-        """Start a streamed request (HTTP errors raise here); iterate the result for text."""
+        """Start a streamed request and read up to its first text chunk, so that every failure
+        before any text (HTTP errors, an error event, a dropped connection) raises here, where
+        it can still be failed over; iterate the result for text."""
         call = self._prepare(messages, system, max_tokens, temperature, labels, extra, True)
         with self._guard(call):
             raw = self._create(self._client(call.api_key), call.kwargs)
-        return Stream(self, call, raw)
+        stream = Stream(self, call, raw)
+        stream.prime()
+        return stream
 
     async def astream(
         self,
@@ -199,7 +207,9 @@ class Provider(ABC, Generic[C, AC]):
         call = self._prepare(messages, system, max_tokens, temperature, labels, extra, True)
         with self._guard(call):
             raw = await self._acreate(self._aclient(call.api_key), call.kwargs)
-        return AsyncStream(self, call, raw)
+        stream = AsyncStream(self, call, raw)
+        await stream.prime()
+        return stream
 
     # ---- shared steps
 
@@ -213,7 +223,11 @@ class Provider(ABC, Generic[C, AC]):
         value = os.environ.get(env, "")
         if not value:
             raise FatalProviderError(
-                self.name, self.spec.model, None, f"environment variable {env} is not set"
+                self.name,
+                self.spec.model,
+                None,
+                f"environment variable {env} is not set",
+                scope=ErrorScope.NEXT_MODEL,
             )
         return value
 
@@ -226,11 +240,11 @@ class Provider(ABC, Generic[C, AC]):
         labels: Sequence[str] | None,
         extra: Mapping[str, Any],
         stream: bool,
-    ) -> _Call:
+    ) -> PreparedCall:
         request = make_request(messages, system, max_tokens, temperature, labels, extra)
         kwargs = self._build(request, stream)
         kwargs.setdefault("timeout", self.spec.timeout)
-        return _Call(request, kwargs, self.api_key(), time.perf_counter())
+        return PreparedCall(request, kwargs, self.api_key(), time.perf_counter())
 
     def _cache_key(self, api_key: str) -> tuple[str, ...]:
         fingerprint = hashlib.sha256(api_key.encode()).hexdigest()[:16]
@@ -246,19 +260,19 @@ class Provider(ABC, Generic[C, AC]):
             self._cache_key(api_key), lambda: self._new_async_client(api_key), is_async=True
         )
 
-    def _guard(self, call: _Call) -> _ErrorGuard:
+    def _guard(self, call: PreparedCall) -> _ErrorGuard:
         return _ErrorGuard(self, call)
 
-    def _from_response(self, call: _Call, response: Any) -> Completion:
+    def _from_response(self, call: PreparedCall, response: Any) -> Completion:
         text, model, usage, finish = self._parse(response)
         return self._completion(call, text, model, usage, finish)
 
-    def _from_stream(self, call: _Call, state: StreamState) -> Completion:
+    def _from_stream(self, call: PreparedCall, state: StreamState) -> Completion:
         usage = Usage(state.input_tokens, state.output_tokens)
         return self._completion(call, "".join(state.parts), state.model, usage, state.finish_reason)
 
     def _completion(
-        self, call: _Call, text: str, model: str | None, usage: Usage, finish: str | None
+        self, call: PreparedCall, text: str, model: str | None, usage: Usage, finish: str | None
     ) -> Completion:
         labels = call.request.labels
         return Completion(
@@ -272,16 +286,23 @@ class Provider(ABC, Generic[C, AC]):
         )
 
     def _error(
-        self, status: int | None, message: str, api_key: str, retry_after: float | None = None
+        self,
+        status: int | None,
+        message: str,
+        api_key: str,
+        retry_after: float | None = None,
+        codes: str = "",
     ) -> ProviderError:
-        """Build the right ProviderError subclass for a status (None = transport failure)."""
-        cls = (
-            RetryableProviderError
-            if status is None or is_retryable_status(status)
-            else FatalProviderError
-        )
+        """The ProviderError for a status (None = transport failure), scoped by `scope_for`."""
+        scope = scope_for(status, f"{message} {codes}")
+        cls = RetryableProviderError if scope is ErrorScope.RETRY else FatalProviderError
         return cls(
-            self.name, self.spec.model, status, scrub(message, api_key), retry_after=retry_after
+            self.name,
+            self.spec.model,
+            status,
+            scrub(message, api_key),
+            retry_after=retry_after,
+            scope=scope,
         )
 
     # ---- adapter hooks
@@ -317,18 +338,26 @@ class Provider(ABC, Generic[C, AC]):
     def _map_error(self, exc: Exception, api_key: str) -> ProviderError | None:
         """The ProviderError for an SDK exception, or None to let it propagate."""
         sdk = self.sdk_errors
+        body = getattr(exc, "body", None)
         if isinstance(exc, sdk.status):
             response = getattr(exc, "response", None)
             headers = getattr(response, "headers", None)
-            message = body_message(getattr(exc, "body", None)) or str(exc)
-            status = int(getattr(exc, "status_code", 0)) or None
-            return self._error(status, message, api_key, parse_retry_after(headers))
+            message = body_message(body) or str(exc)
+            status: int | None = int(getattr(exc, "status_code", 0)) or None
+            if status is not None and status < 400:  # an error event inside a streamed 200
+                status, message = body_status(body), f"error event in the stream: {message}"
+            return self._error(
+                status, message, api_key, parse_retry_after(headers), body_codes(body)
+            )
         if isinstance(exc, sdk.timeout):
             return self._error(None, f"timed out after {self.spec.timeout:g} s", api_key)
-        if isinstance(exc, sdk.connection):
-            cause = exc.__cause__ or exc.__context__
+        if isinstance(exc, sdk.connection) or is_transport_error(exc):
+            cause = exc if is_transport_error(exc) else exc.__cause__ or exc.__context__
             detail = f": {type(cause).__name__}: {cause}" if cause else ""
             return self._error(None, f"connection failed{detail}", api_key)
-        if isinstance(exc, sdk.base):  # e.g. a response the SDK could not validate
-            return self._error(None, f"{type(exc).__name__}: {exc}", api_key)
+        if isinstance(exc, sdk.base):  # a stream's error event, a response it could not validate
+            message = body_message(body) or f"{type(exc).__name__}: {exc}"
+            return self._error(body_status(body), message, api_key, codes=body_codes(body))
+        if isinstance(exc, json.JSONDecodeError):  # the SDKs let a broken 200 body through
+            return self._error(None, f"malformed response from the server: {exc}", api_key)
         return None

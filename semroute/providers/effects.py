@@ -1,12 +1,12 @@
 """Sync and async share one implementation: logic that talks to models is written once as a
-*plan*, a generator that yields effects (call a model, sleep) and receives their outcomes.
-`run_sync` and `run_async` are the only two places that perform them."""
+*plan*, a generator that yields effects (call a model, sleep, do blocking work) and receives
+their outcomes. `run_sync` and `run_async` are the only two places that perform them."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -35,52 +35,78 @@ class Sleep:
     seconds: float
 
 
-Effect = ModelCall | Sleep
+@dataclass(frozen=True)
+class Offload:
+    """Blocking work that is not a model call (file I/O, a lock, CPU-bound search): run inline
+    by `run_sync`, in a worker thread by `run_async` so the event loop keeps serving. The
+    outcome is `fn()`'s value; an exception it raises is raised at the `yield`."""
+
+    fn: Callable[[], Any]
+
+
+Effect = ModelCall | Sleep | Offload
 Plan = Generator[Effect, Any, T]
 
 
 def run_sync(plan: Plan[T]) -> T:
     """Drive a plan with blocking calls."""
-    outcome: Any = None
     try:
+        effect = plan.send(None)
         while True:
-            effect = plan.send(outcome)
-            if isinstance(effect, Sleep):
-                time.sleep(effect.seconds)
-                outcome = None
-                continue
-            p = effect.provider
             try:
-                call = p.stream if effect.stream else p.complete
-                outcome = call(effect.messages, **effect.kwargs)
-            except ProviderError as exc:
-                outcome = exc
+                outcome = _perform_sync(effect)
+            except Exception as exc:  # raised inside the plan, where it can be handled
+                effect = plan.throw(exc)
+                continue
+            effect = plan.send(outcome)
     except StopIteration as stop:
         result: T = stop.value
         return result
 
 
 async def run_async(plan: Plan[T]) -> T:
-    """Drive a plan with awaited calls."""
-    outcome: Any = None
+    """Drive a plan with awaited calls; blocking work goes to a worker thread."""
     try:
+        effect = plan.send(None)
         while True:
-            effect = plan.send(outcome)
-            if isinstance(effect, Sleep):
-                await asyncio.sleep(effect.seconds)
-                outcome = None
-                continue
-            p = effect.provider
             try:
-                if effect.stream:
-                    outcome = await p.astream(effect.messages, **effect.kwargs)
-                else:
-                    outcome = await p.acomplete(effect.messages, **effect.kwargs)
-            except ProviderError as exc:
-                outcome = exc
+                outcome = await _perform_async(effect)
+            except Exception as exc:  # raised inside the plan, where it can be handled
+                effect = plan.throw(exc)
+                continue
+            effect = plan.send(outcome)
     except StopIteration as stop:
         result: T = stop.value
         return result
+
+
+def _perform_sync(effect: Effect) -> Any:
+    if isinstance(effect, Sleep):
+        time.sleep(effect.seconds)
+        return None
+    if isinstance(effect, Offload):
+        return effect.fn()
+    p = effect.provider
+    try:
+        call = p.stream if effect.stream else p.complete
+        return call(effect.messages, **effect.kwargs)
+    except ProviderError as exc:  # an outcome the plan decides about, not a crash
+        return exc
+
+
+async def _perform_async(effect: Effect) -> Any:
+    if isinstance(effect, Sleep):
+        await asyncio.sleep(effect.seconds)
+        return None
+    if isinstance(effect, Offload):
+        return await asyncio.to_thread(effect.fn)
+    p = effect.provider
+    try:
+        if effect.stream:
+            return await p.astream(effect.messages, **effect.kwargs)
+        return await p.acomplete(effect.messages, **effect.kwargs)
+    except ProviderError as exc:  # an outcome the plan decides about, not a crash
+        return exc
 
 
 def completed(outcome: Any) -> Completion | ProviderError:

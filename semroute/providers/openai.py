@@ -16,6 +16,7 @@ from semroute.providers.base import Provider
 from semroute.providers.errors import SdkErrors
 from semroute.providers.request import (
     ChatRequest,
+    Content,
     label_grammar,
     label_schema,
     merge_extra,
@@ -43,14 +44,17 @@ class OpenAIProvider(Provider[openai.OpenAI, openai.AsyncOpenAI]):
         return openai.AsyncOpenAI(api_key=api_key, base_url=self.spec.base_url, max_retries=0)
 
     def _build(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
-        messages: list[dict[str, str]] = []
+        messages: list[dict[str, Any]] = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
-        messages.extend(request.messages)
+        messages.extend({**m, "content": openai_content(m["content"])} for m in request.messages)
         kwargs: dict[str, Any] = {
             "model": self.spec.model,
             "messages": messages,
-            "max_tokens": request.max_tokens,
+            # OpenAI's own API wants max_completion_tokens (its reasoning models reject
+            # max_tokens); OpenAI-compatible servers (base_url set) often know only max_tokens.
+            "max_completion_tokens" if self.spec.base_url is None else "max_tokens":
+                request.max_tokens,
         }
         if request.temperature is not None:
             kwargs["temperature"] = request.temperature
@@ -92,6 +96,25 @@ class OpenAIProvider(Provider[openai.OpenAI, openai.AsyncOpenAI]):
             usage = _usage(event.usage)
             delta.input_tokens, delta.output_tokens = usage.input_tokens, usage.output_tokens
         return delta
+
+
+def openai_content(content: Content) -> Content:
+    """Content as Chat Completions takes it: OpenAI parts pass unchanged, Anthropic-style image
+    blocks (`{"type": "image", "source": ...}`) become `image_url` parts."""
+    if isinstance(content, str):
+        return content
+    return [_openai_part(p) for p in content]
+
+
+def _openai_part(part: dict[str, Any]) -> dict[str, Any]:
+    source = part.get("source")
+    if part.get("type") != "image" or not isinstance(source, dict):
+        return part
+    if source.get("type") == "base64":
+        url = f"data:{source.get('media_type')};base64,{source.get('data')}"
+    else:
+        url = str(source.get("url"))
+    return {"type": "image_url", "image_url": {"url": url}}
 
 
 def _usage(usage: Any) -> Usage:

@@ -9,7 +9,10 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-Message = Mapping[str, str]
+Message = Mapping[str, Any]
+"""A chat message: `role` and `content`, a string or a list of content parts such as OpenAI's
+`{"type": "text", "text": ...}` and `{"type": "image_url", ...}` (adapters translate parts)."""
+Content = str | list[dict[str, Any]]
 ROLES = ("system", "user", "assistant")
 
 
@@ -17,7 +20,7 @@ ROLES = ("system", "user", "assistant")
 class ChatRequest:
     """A validated, provider-neutral call: system text split out, roles checked."""
 
-    messages: tuple[dict[str, str], ...]
+    messages: tuple[dict[str, Any], ...]
     system: str | None
     max_tokens: int
     temperature: float | None
@@ -37,13 +40,14 @@ def make_request(
     if max_tokens < 1:
         raise ValueError("max_tokens must be >= 1")
     systems = [system] if system else []
-    turns: list[dict[str, str]] = []
+    turns: list[dict[str, Any]] = []
     for i, m in enumerate(messages):
-        role, content = m.get("role"), m.get("content")
-        if role not in ROLES or not isinstance(content, str):
-            raise ValueError(f"message {i}: need role in {ROLES} and string content")
+        role = m.get("role")
+        if role not in ROLES:
+            raise ValueError(f"message {i}: need role in {ROLES}")
+        content = checked_content(m.get("content"), i)
         if role == "system":
-            systems.append(content)
+            systems.append(message_text(content))
         else:
             turns.append({"role": role, "content": content})
     if not turns:
@@ -58,6 +62,36 @@ def make_request(
             raise ValueError("labels must be a non-empty list of distinct non-empty strings")
     return ChatRequest(
         tuple(turns), "\n\n".join(systems) or None, max_tokens, temperature, labels, dict(extra)
+    )
+
+
+def checked_content(content: object, index: int) -> Content:
+    """A message's content if it is a string or a non-empty list of typed parts, else an error."""
+    if isinstance(content, str):
+        return content
+    if (
+        isinstance(content, Sequence)
+        and content
+        and all(isinstance(p, Mapping) and isinstance(p.get("type"), str) for p in content)
+    ):
+        return [dict(p) for p in content]
+    raise ValueError(
+        f"message {index}: content must be a string or a list of content parts "
+        '(dicts with a "type", e.g. {"type": "text", "text": "..."})'
+    )
+
+
+def message_text(content: object) -> str:
+    """The text of a message's content: the string itself, or its text parts joined by
+    newlines (image and other parts have none)."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, Sequence):
+        return ""
+    return "\n".join(
+        p["text"]
+        for p in content
+        if isinstance(p, Mapping) and p.get("type") == "text" and isinstance(p.get("text"), str)
     )
 
 

@@ -47,6 +47,11 @@ class Classifier:
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], str] = OrderedDict()
         self._lock = threading.Lock()
 
+    def clear_cache(self) -> None:
+        """Forget every cached answer (e.g. to measure model calls, not the cache)."""
+        with self._lock:
+            self._cache.clear()
+
     def candidates(self, decision: Decision) -> list[str]:
         """The routes offered to the model: the index's best few, else every route."""
         names = [c.route for c in decision.candidates[: self.max_candidates]]
@@ -78,8 +83,7 @@ class Classifier:
              "labels": [*names, NONE_LABEL]})))
         latency = (time.perf_counter() - t0) * 1e3
         if isinstance(outcome, ProviderError):
-            kind = "timed out" if outcome.status is None and "timeout" in str(outcome).lower() \
-                else "failed"
+            kind = "timed out" if _timed_out(outcome) else "failed"
             call = ClassifierCall(model=self.spec.key, answer=None, latency_ms=latency,
                                   error=f"{kind}: {outcome}")
             return _resolved(decision, None, call, default_route)
@@ -94,6 +98,12 @@ class Classifier:
                 if len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
         return _resolved(decision, outcome.label, call, default_route)
+
+
+def _timed_out(error: ProviderError) -> bool:
+    """Whether a call ended by its timeout (providers say "timed out after N s")."""
+    text = error.message.lower()
+    return error.status is None and ("timed out" in text or "timeout" in text)
 
 
 def _resolved(decision: Decision, answer: str | None, call: ClassifierCall,

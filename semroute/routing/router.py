@@ -5,12 +5,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from semroute.config import RouteSet, load_routes
 from semroute.errors import CalibrationWarning
-from semroute.index import RouteIndex, load_calibration
-from semroute.providers import Plan, run_async, run_sync
+from semroute.index import Calibration, RouteIndex
+from semroute.index.calibration import CalibrationStatus, StalePolicy, calibration_for
+from semroute.providers import Offload, Plan, run_async, run_sync
 from semroute.routing.classifier import Classifier, to_default
 from semroute.routing.decision import Decision
 from semroute.routing.matcher import Matcher, resolve_thresholds
@@ -20,23 +22,29 @@ class Router:
     """Decides where queries go. Build one with `Router.load()` (or `semroute.load_router`)."""
 
     def __init__(self, routes: RouteSet, index: RouteIndex, matcher: Matcher,
-                 classifier: Classifier | None = None) -> None:
+                 classifier: Classifier | None = None, *,
+                 calibration: Calibration | None = None,
+                 calibration_status: CalibrationStatus = "none") -> None:
         self.routes = routes
         self.index = index
         self.matcher = matcher
         self.classifier = classifier
+        self.calibration = calibration  # the one whose thresholds are applied, if any
+        self.calibration_status: CalibrationStatus = calibration_status
 
     @classmethod
     def load(cls, routes: str | Path | RouteSet = "routes",
              index: str | Path = "indexes/default", *, profile: str | None = None,
              verify: bool = True, threads: int = 1, cache_size: int = 4096,
-             classifier: bool = True) -> Router:
+             classifier: bool = True, stale_calibration: StalePolicy = "ignore") -> Router:
         """Read the route files and the index built from them, checking that they agree.
 
         Raises `ConfigError` for a bad route file, `StaleIndexError` when the index was built
         from other files or another encoder, `CorruptIndexError`/`IndexNotFoundError` when it
         cannot be read. `threads` is the encoder's intra-op thread count. With `classifier`
         (and `router.classifier_model` set) undecided queries go to the cheap-LLM classifier.
+        A calibration fitted on an earlier build is ignored (`stale_calibration="apply"` keeps
+        it) with a `CalibrationWarning`; `calibration_status` says which happened.
         """
         route_set = routes if isinstance(routes, RouteSet) else load_routes(routes,
                                                                             profile=profile)
@@ -45,11 +53,10 @@ class Router:
 
         faiss.omp_set_num_threads(1)
         encoder = idx.load_encoder(threads=threads)
-        calibration = load_calibration(index)
-        if calibration is not None and calibration.build_id != idx.manifest.build_id:
-            warnings.warn(f"{index}: thresholds were fitted on build {calibration.build_id}, the "
-                          f"index is now build {idx.manifest.build_id}; run `semroute fit` "
-                          f"again to recalibrate", CalibrationWarning, stacklevel=2)
+        calibration, status, warning = calibration_for(index, idx.manifest.build_id,
+                                                       stale=stale_calibration)
+        if warning is not None:
+            warnings.warn(warning, CalibrationWarning, stacklevel=2)
         thresholds = resolve_thresholds(route_set, idx, calibration)
         matcher = Matcher(route_set, idx, encoder, thresholds=thresholds, cache_size=cache_size)
         s = route_set.settings
@@ -58,7 +65,8 @@ class Router:
             spec = route_set.models[s.classifier_model].spec(s.classifier_model)
             spec = replace(spec, timeout=min(spec.timeout, s.classifier_timeout))
             clf = Classifier(route_set, spec, max_candidates=s.classifier_candidates)
-        return cls(route_set, idx, matcher, clf)
+        return cls(route_set, idx, matcher, clf, calibration=calibration,
+                   calibration_status=status)
 
     def route(self, query: str, *, use_classifier: bool = True) -> Decision:
         """Where one query goes, and why."""
@@ -79,12 +87,14 @@ class Router:
                 for d in decisions]
 
     async def aroute(self, query: str, *, use_classifier: bool = True) -> Decision:
-        """Async `route`: the classifier call is awaited."""
+        """Async `route`: encoding and search run in a worker thread, the classifier call is
+        awaited, so the event loop keeps serving meanwhile."""
         return await run_async(self.decide_plan(query, use_classifier=use_classifier))
 
     def decide_plan(self, query: str, *, use_classifier: bool = True) -> Plan[Decision]:
-        """The whole decision for one query as a plan (index, then the fallback)."""
-        decision = self.matcher.match(query)
+        """The whole decision for one query as a plan (index, then the fallback). The index
+        part is CPU work: `run_sync` does it inline, `run_async` in a worker thread."""
+        decision: Decision = yield Offload(partial(self.matcher.match, query))
         if not use_classifier or decision.method != "undecided":
             return decision
         return (yield from self.resolve_plan(decision))

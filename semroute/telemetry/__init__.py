@@ -6,6 +6,7 @@ from semroute.telemetry.trace import (
     JsonlSink,
     LoggingSink,
     TraceSink,
+    TraceWriter,
     read_trace,
 )
 
@@ -13,5 +14,6 @@ __all__ = [
     "JsonlSink",
     "LoggingSink",
     "TraceSink",
+    "TraceWriter",
     "read_trace",
 ]

@@ -1,0 +1,150 @@
+"""`Response`: the answer, how it was obtained, and for streamed answers the stream's life:
+iterate it, leave early, or close it; it is traced once, whichever way it ends."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Literal
+
+from semroute.dispatching.attempts import Attempt
+from semroute.errors import ProviderError
+from semroute.providers import AsyncStream, Completion, Plan, Stream, Usage, run_async, run_sync
+from semroute.routing import Decision
+
+StreamState = Literal["open", "complete", "closed early", "interrupted"]
+Settle = Callable[["Response", int, ProviderError | None], Plan[None]]
+"""Called once when a streamed response ends: (response, chunks delivered, error) -> a plan
+that prices and traces it."""
+
+ASYNC_ONLY = "this response streams asynchronously: use `async for` and `await r.aclose()`"
+SYNC_ONLY = "this response streams synchronously: use `for` and `r.close()`"
+
+
+@dataclass
+class Response:
+    """The answer and everything about how it was obtained.
+
+    With `stream=True`, iterate the response (`for chunk in r` / `async for chunk in r`) to
+    receive the text; `text`, `usage`, `cost_usd` and the trace are complete when it ends.
+    Leaving the loop early, `r.close()` / `await r.aclose()`, or the end of a `with` /
+    `async with` block closes the stream (releasing its connection) and traces what arrived;
+    `stream_state` says how it ended: "complete", "closed early" or "interrupted" (a
+    `StreamInterruptedError` was raised). Without streaming, iterating yields the whole text.
+    """
+
+    request_id: str
+    route: str
+    model_key: str
+    model: str
+    provider: str
+    text: str
+    usage: Usage
+    cost_usd: float
+    finish_reason: str | None
+    latency_ms: dict[str, float]
+    attempts: list[Attempt]
+    decision: Decision
+    stream_state: StreamState = "complete"
+    _stream: Stream | AsyncStream | None = field(default=None, repr=False)
+    _settle: Settle | None = field(default=None, repr=False)
+    _opened: float = field(default_factory=time.perf_counter, repr=False)
+
+    def __iter__(self) -> Iterator[str]:
+        stream = self._stream
+        if stream is None:
+            yield self.text
+            return
+        if not isinstance(stream, Stream):
+            raise TypeError(ASYNC_ONLY)
+        end: StreamState = "closed early"  # unless the loop below runs to its end
+        error: ProviderError | None = None
+        try:
+            yield from stream
+            end = "complete"
+        except ProviderError as exc:  # StreamInterruptedError: text was already delivered
+            end, error = "interrupted", exc
+            raise
+        finally:
+            self._end(end, error)
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        stream = self._stream
+        if stream is None:
+            yield self.text
+            return
+        if not isinstance(stream, AsyncStream):
+            raise TypeError(SYNC_ONLY)
+        end: StreamState = "closed early"
+        error: ProviderError | None = None
+        try:
+            async for chunk in stream:
+                yield chunk
+            end = "complete"
+        except ProviderError as exc:  # StreamInterruptedError: text was already delivered
+            end, error = "interrupted", exc
+            raise
+        finally:
+            await self._aend(end, error)
+
+    def close(self) -> None:
+        """Stop a streamed answer: release its connection and trace what was received.
+        Harmless on a finished or non-streamed response."""
+        if isinstance(self._stream, AsyncStream):
+            raise TypeError(ASYNC_ONLY)
+        self._end("closed early", None)
+
+    async def aclose(self) -> None:
+        """Async `close`."""
+        if isinstance(self._stream, Stream):
+            self._end("closed early", None)
+        else:
+            await self._aend("closed early", None)
+
+    def __enter__(self) -> Response:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Response:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # ---- the end of a stream, whichever way it comes: exactly once
+
+    def _end(self, end: StreamState, error: ProviderError | None) -> None:
+        stream, self._stream = self._stream, None
+        if not isinstance(stream, Stream):
+            return  # not streamed, or already ended
+        stream.close()
+        got = stream.final() if end == "complete" else stream.received()
+        plan = self._ended(end, got, stream.chunks_delivered, error)
+        if plan is not None:
+            run_sync(plan)
+
+    async def _aend(self, end: StreamState, error: ProviderError | None) -> None:
+        stream, self._stream = self._stream, None
+        if not isinstance(stream, AsyncStream):
+            return
+        await stream.close()
+        got = await stream.final() if end == "complete" else stream.received()
+        plan = self._ended(end, got, stream.chunks_delivered, error)
+        if plan is not None:
+            await run_async(plan)
+
+    def _ended(
+        self, end: StreamState, got: Completion, chunks: int, error: ProviderError | None
+    ) -> Plan[None] | None:
+        self.text, self.usage, self.finish_reason = got.text, got.usage, got.finish_reason
+        self.stream_state = end
+        self.latency_ms["stream"] = (time.perf_counter() - self._opened) * 1e3
+        return None if self._settle is None else self._settle(self, chunks, error)

@@ -1,0 +1,56 @@
+"""What all dispatches for one router share: cooldowns, provider adapters, the trace writer
+and the backoff jitter's random source. It holds no reference to the router, so a registry
+keyed weakly by router (see api.py) lets the router be collected."""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from semroute.config import ModelSpec, RouterSettings
+from semroute.dispatching.cooldowns import Cooldowns
+from semroute.providers import Provider, make_provider
+from semroute.telemetry import JsonlSink, TraceSink, TraceWriter
+
+
+@dataclass
+class DispatchState:
+    """Shared, router-free dispatch state; safe to use from several threads and event loops."""
+
+    cooldowns: Cooldowns
+    trace: TraceWriter | None
+    include_query: bool
+    rng: random.Random
+    _providers: dict[ModelSpec, Provider[Any, Any]] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def create(cls, settings: RouterSettings, *, trace: TraceSink | str | Path | None = None,
+               include_query: bool | None = None,
+               rng: random.Random | None = None) -> DispatchState:
+        """State for a router's settings; `trace` and `include_query` override them."""
+        target = trace if trace is not None else settings.trace_path
+        sink: TraceSink | None = JsonlSink(target) if isinstance(target, str | Path) else target
+        return cls(
+            cooldowns=Cooldowns(settings.cooldown_seconds),
+            trace=None if sink is None else TraceWriter(sink),
+            include_query=settings.trace_include_query if include_query is None
+            else include_query,
+            rng=rng or random.Random(),
+        )
+
+    def provider(self, spec: ModelSpec) -> Provider[Any, Any]:
+        """The adapter for `spec`, made once (adapters are cheap; SDK clients are pooled)."""
+        with self._lock:
+            p = self._providers.get(spec)
+            if p is None:
+                p = self._providers[spec] = make_provider(spec)
+            return p
+
+    def jitter(self) -> float:
+        """A factor in [0.5, 1.5) for retry backoff."""
+        with self._lock:
+            return 0.5 + self.rng.random()

@@ -1,0 +1,55 @@
+"""The JSON record one dispatch leaves in the trace: decision, attempts, tokens, cost, timings
+and, for streams, how the stream ended. Holds no API key; the query only when asked."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from semroute.dispatching.attempts import Attempt
+from semroute.dispatching.response import Response
+from semroute.routing import Decision
+
+
+def trace_record(
+    request_id: str,
+    decision: Decision,
+    attempts: list[Attempt],
+    latency_ms: dict[str, float],
+    *,
+    response: Response | None = None,
+    stream: dict[str, Any] | None = None,
+    error: str | None = None,
+    include_query: bool = False,
+) -> dict[str, Any]:
+    """One trace line. `response` is None when no model answered; `stream` is
+    `{"state", "chunks", "chars"}` for streamed answers."""
+    c = decision.classifier
+    record: dict[str, Any] = {
+        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "request_id": request_id,
+        "route": decision.route,
+        "method": decision.method,
+        "score": decision.score,
+        "margin": decision.margin,
+        "reason": decision.reason,
+        "candidates": [{"route": x.route, "score": x.score} for x in decision.candidates[:5]],
+        "classifier": None if c is None else {
+            "model": c.model, "answer": c.answer, "latency_ms": c.latency_ms,
+            "input_tokens": c.input_tokens, "output_tokens": c.output_tokens,
+            "cached": c.cached, "error": c.error},
+        "model_key": response.model_key if response else None,
+        "model": response.model if response else None,
+        "provider": response.provider if response else None,
+        "attempts": [a.__dict__ for a in attempts],
+        "input_tokens": response.usage.input_tokens if response else 0,
+        "output_tokens": response.usage.output_tokens if response else 0,
+        "cost_usd": response.cost_usd if response else 0.0,
+        "latency_ms": {**{f"route.{k}": v for k, v in decision.timings_ms.items()},
+                       **latency_ms},
+        "stream": stream,
+        "error": error,
+    }
+    if include_query:
+        record["query"] = decision.query
+    return record
