@@ -61,8 +61,8 @@ def _time(router: Router, queries: list[str], reps: int) -> tuple[list[float], l
     times, decisions = [], []
     for _ in range(reps):
         if router.classifier is not None:
-            router.classifier._cache.clear()  # measure calls, not the answer cache
-        router.matcher.cache._data.clear()
+            router.classifier.clear_cache()  # measure calls, not the answer cache
+        router.matcher.cache.clear()
         for q in queries:
             t = time.perf_counter()
             decisions.append(router.route(q))

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from semroute.config import utterance_key
+from semroute.config import RESERVED_ROUTE_NAMES, utterance_key
 from semroute.quality import OOS, LabelledQuery, load_labelled
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -76,7 +76,7 @@ def route_name(label: str, taken: set[str]) -> str:
     """A valid, unique route name for a label (letters, digits, `_.-`, at most 64 chars)."""
     name = label if _NAME_OK.match(label) and len(label) <= 64 else \
         re.sub(r"[^A-Za-z0-9_.-]", "_", label)[:60]
-    if not name or not name[0].isalnum():
+    if not name or not name[0].isalnum() or name.casefold() in RESERVED_ROUTE_NAMES:
         name = "r" + name
     base, i = name, 2
     while name in taken:

@@ -19,7 +19,7 @@ from semroute.encoders.onnx_backend import (
     MODEL_FILE,
     OnnxEncoder,
     OnnxFiles,
-    _sha256_file,
+    sha256_file,
 )
 from semroute.encoders.onnx_export import _replace_dir, export_onnx
 from semroute.errors import OnnxBackendError
@@ -76,7 +76,7 @@ def test_export_folder(exports: dict[str, OnnxFiles]) -> None:
     for backend, files in exports.items():
         assert files.backend == backend
         assert files.model.name == MODEL_FILE and files.tokenizer.is_file()
-        assert files.sha256 == _sha256_file(files.model)
+        assert files.sha256 == sha256_file(files.model)
         cfg = json.loads(files.config.read_text())
         assert cfg["pooling"] == "mean" and cfg["normalize"] is True
         assert cfg["max_seq_length"] == 256 and cfg["dim"] == 384

@@ -65,7 +65,7 @@ class OnnxFiles:
                    backend=cfg["backend"], sha256=cfg["model_sha256"])
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):

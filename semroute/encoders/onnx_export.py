@@ -30,7 +30,7 @@ from semroute.encoders.onnx_backend import (
     TOKENIZER_FILE,
     OnnxEncoder,
     OnnxFiles,
-    _sha256_file,
+    sha256_file,
 )
 from semroute.errors import OnnxBackendError
 
@@ -83,7 +83,7 @@ def export_onnx(st_model_path: Path, out_dir: Path, *, quantize: bool) -> OnnxFi
             "format_version": FORMAT_VERSION,
             "backend": backend,
             "model_file": MODEL_FILE,
-            "model_sha256": _sha256_file(model_path),
+            "model_sha256": sha256_file(model_path),
             "tokenizer_file": TOKENIZER_FILE,
             "output": OUTPUT_NAME,
             **spec,
