@@ -307,6 +307,7 @@ def test_a_complete_stream_records_usage(make: Callable[..., Dispatcher], sse: M
     r = d.dispatch(QUERY, stream=True)
     assert list(r) == STREAM_TEXT and r.stream_state == "complete"
     assert r.usage.output_tokens == len(STREAM_TEXT) and r.cost_usd > 0
+    assert r.usage.input_tokens == 7, "input tokens come from the stream's first event"
     assert time.perf_counter() - t0 < 5
     assert trace_of(d)[0]["stream"] == {"state": "complete", "chunks": len(STREAM_TEXT),
                                         "chars": len("".join(STREAM_TEXT))}
