@@ -73,7 +73,7 @@ class Stickiness:
                 route, chain, mode = held, tuple(held.models), s.mode
                 reasons.append(f"the conversation reached tier '{held.metadata['tier']}' "
                                f"(route '{held.name}') within {s.ttl_seconds:g}s; tier "
-                               f"'{decided.metadata['tier']}' would be a downgrade")
+                               f"'{decided.metadata.get('tier')}' would be a downgrade")
         elif rec is not None and s.mode == "same_model":
             model = rec.get("model")
             if isinstance(model, str) and model in routes.models:
