@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+import semroute
 from semroute.config import StickinessSettings, load_routes
 from semroute.dispatching import Dispatcher, DispatchState, Response
 from semroute.errors import ConfigError
@@ -31,7 +32,7 @@ from semroute.state import MemoryStore
 from semroute.telemetry import read_trace
 from tests.conftest import TINY_ROUTES
 from tests.conftest_llm import MakeFaultServer
-from tests.dispatch_support import catalogue, entry, shared_index
+from tests.dispatch_support import SseServer, catalogue, entry, shared_index
 from tests.support.llm_server import FaultServer
 
 STRONG = "write a python function to sort a list"  # route code, tier powerful
@@ -305,3 +306,26 @@ def test_stickiness_settings_are_validated_naming_file_route_and_field(
     with pytest.raises(ConfigError, match=r"'router\.tiers': required by router\.stickiness"):
         DispatchState.create(load_routes(ok).settings,
                              stickiness=StickinessSettings(mode="never_downgrade"))
+
+
+def test_module_level_and_streamed_dispatch_keep_the_conversation(
+        tmp_path: Path, index: Path) -> None:
+    """`semroute.dispatch(..., router=r)` shares one store per router; a stream is recorded
+    once its first text arrived."""
+    sse = SseServer(["ok"])
+    try:
+        routes = write_tiered(tmp_path / "routes", {
+            "fast": entry("openai", sse.base_url, model="fast-model"),
+            "powerful": entry("anthropic", sse.base_url, model="powerful-model")},
+            stickiness={"mode": "never_downgrade"})
+        router = Router.load(routes, index, classifier=False)
+        with semroute.dispatch(STRONG, router=router, stream=True, conversation_id="s",
+                               max_tokens=8) as first:
+            assert "".join(first) == "Hello from the stream."
+        with semroute.dispatch(WEAK, router=router, stream=True, conversation_id="s",
+                               max_tokens=8) as held:
+            assert "".join(held)
+        assert (first.model_key, held.route, held.model_key) == ("powerful", "code", "powerful")
+        assert held.sticky is not None and held.stream_state == "complete"
+    finally:
+        sse.stop()
