@@ -25,10 +25,11 @@ PACKAGE = Path(semroute.__file__).parent
 LAYERS: list[set[str]] = [
     {"_version", "errors"},
     {"config"},
-    {"encoders", "telemetry"},
+    {"encoders", "state", "telemetry"},
     {"index"},
     {"providers"},
     {"routing"},
+    {"policies"},
     {"dispatching"},
     {"quality"},
     {"cli"},

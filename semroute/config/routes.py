@@ -116,6 +116,25 @@ class ModelEntry(_Strict):
                          price_out=self.output_price, structured=self.structured)
 
 
+StickinessMode = Literal["off", "never_downgrade", "same_model"]
+
+
+class StickinessSettings(_Strict):
+    """`router.stickiness`: how a conversation (or a user) keeps its tier or model."""
+
+    mode: StickinessMode = "off"
+    ttl_seconds: float = Field(default=3600.0, gt=0)
+    user_ttl_seconds: float | None = Field(
+        default=None, gt=0, description="keep a `user`'s model this long unless the tier must "
+        "rise (None: no per-user stability)")
+    max_entries: int = Field(default=100_000, ge=1, description="in-process store bound (LRU)")
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
+
+
 class RouterSettings(_Strict):
     """Router-wide settings; those that shape the index are recorded in its manifest."""
 
@@ -136,6 +155,16 @@ class RouterSettings(_Strict):
     cooldown_seconds: float = Field(default=30.0, ge=0)
     trace_path: str | None = None
     trace_include_query: bool = False
+    tiers: list[str] | None = Field(default=None, min_length=1, description="tier names, "
+                                    "weakest first; each route's tier is its metadata.tier")
+    stickiness: StickinessSettings = Field(default_factory=StickinessSettings)
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers_unique(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"tier names must be unique: {v}")
+        return v
 
     def index_fields(self) -> dict[str, Any]:
         """The settings an index depends on (a change means `semroute build`)."""
@@ -316,9 +345,32 @@ def _cross_checks(routes: list[Route], cat: CatalogueFile, cat_path: Path,
         if s.classifier_model is not None and s.classifier_model not in models:
             problems.append(f"{cat_path}: field 'router.classifier_model': '{s.classifier_model}'"
                             f" is not in profile '{profile_name}'")
+    problems.extend(_tier_checks(routes, s, cat_path))
     if cat.profile not in cat.profiles:
         problems.append(f"{cat_path}: field 'profile': '{cat.profile}' is not one of "
                         f"{', '.join(sorted(cat.profiles))}")
+    return problems
+
+
+def _tier_checks(routes: list[Route], s: RouterSettings, cat_path: Path) -> list[str]:
+    """Stickiness needs tiers: `router.tiers` when a policy compares them, and every route's
+    `metadata.tier` one of them whenever tiers are listed."""
+    problems: list[str] = []
+    st = s.stickiness
+    if s.tiers is None:
+        needs = "mode 'never_downgrade'" if st.mode == "never_downgrade" else \
+            "user_ttl_seconds" if st.user_ttl_seconds is not None else None
+        if needs:
+            problems.append(f"{cat_path}: field 'router.tiers': required by router.stickiness."
+                            f"{needs} (list tier names weakest first, e.g. [fast, balanced, "
+                            f"powerful], and give each route metadata: {{tier: ...}})")
+        return problems
+    for r in routes:
+        tier = r.metadata.get("tier")
+        if tier not in s.tiers:
+            got = "is missing" if tier is None else f"'{tier}' is not one of router.tiers"
+            problems.append(f"{r.file}: route '{r.name}': field 'metadata.tier': {got} "
+                            f"({', '.join(s.tiers)}; see {cat_path})")
     return problems
 
 

@@ -1,8 +1,9 @@
 """From decision to answer: the route's model chain with retries, failover and cooldowns.
 
-Modules: `dispatcher` (Dispatcher), `chain` (the failover plan), `response` (Response and its
-stream's life), `attempts`, `cooldowns`, `messages` (what is routed on), `trace_record`,
-`state` (what a router's dispatches share) and `api` (module-level dispatch()/adispatch()).
+Modules: `dispatcher` (Dispatcher), `chain` (the failover plan), `sticky` (stickiness glue),
+`response` (Response and its stream's life), `attempts`, `cooldowns`, `messages` (what is
+routed on), `trace_record`, `state` (what a router's dispatches share) and `api`
+(module-level dispatch()/adispatch()).
 """
 
 from __future__ import annotations

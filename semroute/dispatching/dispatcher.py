@@ -14,12 +14,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from semroute.config import ModelSpec
+from semroute.config import ModelSpec, StickinessSettings
 from semroute.dispatching.chain import Answered, call_chain
 from semroute.dispatching.cooldowns import Cooldowns
 from semroute.dispatching.messages import as_messages, latest_user_turn
 from semroute.dispatching.response import Response, Settle
 from semroute.dispatching.state import DispatchState
+from semroute.dispatching.sticky import place, record
 from semroute.dispatching.trace_record import trace_record
 from semroute.errors import AllModelsFailedError, NoRouteError, ProviderError
 from semroute.providers import (
@@ -33,6 +34,7 @@ from semroute.providers import (
     run_sync,
 )
 from semroute.routing import Decision, Router
+from semroute.state import Store
 from semroute.telemetry import TraceSink
 
 
@@ -45,12 +47,15 @@ class Dispatcher:
 
     def __init__(self, router: Router, *, trace: TraceSink | str | Path | None = None,
                  include_query: bool | None = None, rng: random.Random | None = None,
-                 state: DispatchState | None = None) -> None:
-        if state is not None and (trace, include_query, rng) != (None, None, None):
-            raise ValueError("pass either `state` or trace/include_query/rng, not both")
+                 state: DispatchState | None = None, store: Store | None = None,
+                 stickiness: StickinessSettings | None = None) -> None:
+        if state is not None and (trace, include_query, rng, store, stickiness) != (None,) * 5:
+            raise ValueError("pass either `state` or trace/include_query/rng/store/stickiness, "
+                             "not both")
         self.router = router
         self.state = state or DispatchState.create(router.routes.settings, trace=trace,
-                                                   include_query=include_query, rng=rng)
+                                                   include_query=include_query, rng=rng,
+                                                   store=store, stickiness=stickiness)
 
     @property
     def trace(self) -> TraceSink | None:
@@ -73,15 +78,20 @@ class Dispatcher:
         return self.state.include_query
 
     def dispatch(self, request: str | Sequence[Message], *, system: str | None = None,
-                 max_tokens: int = 512, stream: bool = False, **kwargs: Any) -> Response:
-        """Route `request` (a query or chat messages) and return the model's answer."""
-        return run_sync(self._plan(request, system, max_tokens, stream, kwargs))
+                 max_tokens: int = 512, stream: bool = False, conversation_id: str | None = None,
+                 user: str | None = None, **kwargs: Any) -> Response:
+        """Route `request` (a query or chat messages) and return the model's answer.
+        `conversation_id` and `user` key stickiness (README "Stickiness")."""
+        return run_sync(self._plan(request, system, max_tokens, stream, kwargs,
+                                   (conversation_id, user)))
 
     async def adispatch(self, request: str | Sequence[Message], *, system: str | None = None,
                         max_tokens: int = 512, stream: bool = False,
+                        conversation_id: str | None = None, user: str | None = None,
                         **kwargs: Any) -> Response:
         """Async `dispatch`: the same plan, awaited; blocking work runs off the event loop."""
-        return await run_async(self._plan(request, system, max_tokens, stream, kwargs))
+        return await run_async(self._plan(request, system, max_tokens, stream, kwargs,
+                                          (conversation_id, user)))
 
     def provider(self, key: str) -> Provider[Any, Any]:
         """The provider adapter of catalogue key `key`."""
@@ -91,7 +101,8 @@ class Dispatcher:
         return self.router.routes.models[key].spec(key)
 
     def _plan(self, request: str | Sequence[Message], system: str | None, max_tokens: int,
-              stream: bool, kwargs: dict[str, Any]) -> Plan[Response]:
+              stream: bool, kwargs: dict[str, Any],
+              ids: tuple[str | None, str | None] = (None, None)) -> Plan[Response]:
         t0 = time.perf_counter()
         request_id = uuid.uuid4().hex
         messages = as_messages(request)
@@ -105,12 +116,14 @@ class Dispatcher:
                 include_query=self.include_query), redact)
             raise NoRouteError(f"no route for the query ({decision.reason}); set "
                                f"router.default_route in models.yaml")
-        route = self.router.routes.route(decision.route)
+        placed = place(self.state.stickiness, self.router.routes, decision.route, messages,
+                       system, ids)
+        route = placed.route
         system_text = "\n\n".join(x for x in (route.system_prompt, system) if x) or None
         call_kwargs = dict(kwargs, system=system_text, max_tokens=max_tokens)
         t_model = time.perf_counter()
         try:
-            answered = yield from call_chain(route.name, route.models, self._spec, messages,
+            answered = yield from call_chain(route.name, placed.chain, self._spec, messages,
                                              call_kwargs, stream, self.state,
                                              self.router.routes.settings)
         except (ProviderError, AllModelsFailedError) as exc:
@@ -118,11 +131,13 @@ class Dispatcher:
             error = "all models failed" if isinstance(exc, AllModelsFailedError) else str(exc)
             yield from self._write(trace_record(
                 request_id, decision, exc.attempts, latency, error=error,
-                include_query=self.include_query), redact)
+                include_query=self.include_query, sticky=placed.sticky), redact)
             raise
+        record(self.state.stickiness, placed, answered.spec.key)
         latency["model"] = (time.perf_counter() - t_model) * 1e3
         settle = partial(self._settle, answered.spec, redact)
         r = self._response(request_id, decision, answered, latency, settle)
+        r.route, r.sticky = route.name, placed.sticky
         if r.stream_state == "complete":
             yield from settle(r, None, None)
         return r
@@ -154,7 +169,8 @@ class Dispatcher:
             "state": r.stream_state, "chunks": chunks, "chars": len(r.text)}
         yield from self._write(trace_record(
             r.request_id, r.decision, r.attempts, r.latency_ms, response=r, stream=stream,
-            error=None if error is None else str(error), include_query=self.include_query),
+            error=None if error is None else str(error), include_query=self.include_query,
+            sticky=r.sticky),
             redact)
 
     def _write(self, record: dict[str, Any], redact: tuple[str, ...]) -> Plan[None]:

@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 from semroute.dispatching.attempts import Attempt
 from semroute.errors import ProviderError
@@ -48,6 +48,7 @@ class Response:
     attempts: list[Attempt]
     decision: Decision
     stream_state: StreamState = "complete"
+    sticky: dict[str, Any] | None = None
     _stream: Stream | AsyncStream | None = field(default=None, repr=False)
     _settle: Settle | None = field(default=None, repr=False)
     _opened: float = field(default_factory=time.perf_counter, repr=False)

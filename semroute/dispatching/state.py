@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from semroute.config import ModelSpec, RouterSettings
+from semroute.config import ModelSpec, RouterSettings, StickinessSettings
 from semroute.dispatching.cooldowns import Cooldowns
+from semroute.policies import Stickiness
 from semroute.providers import Provider, make_provider
+from semroute.state import MemoryStore, Store
 from semroute.telemetry import JsonlSink, TraceSink, TraceWriter
 
 
@@ -24,15 +26,19 @@ class DispatchState:
     trace: TraceWriter | None
     include_query: bool
     rng: random.Random
+    stickiness: Stickiness | None = None
     _providers: dict[ModelSpec, Provider[Any, Any]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def create(cls, settings: RouterSettings, *, trace: TraceSink | str | Path | None = None,
                include_query: bool | None = None,
-               rng: random.Random | None = None) -> DispatchState:
-        """State for a router's settings; `trace` and `include_query` override them."""
+               rng: random.Random | None = None, store: Store | None = None,
+               stickiness: StickinessSettings | None = None) -> DispatchState:
+        """State for a router's settings; `trace`, `include_query` and `stickiness` override
+        them; `store` holds stickiness state (default: an in-process `MemoryStore`)."""
         target = trace if trace is not None else settings.trace_path
+        sticky = stickiness or settings.stickiness
         sink: TraceSink | None = JsonlSink(target) if isinstance(target, str | Path) else target
         return cls(
             cooldowns=Cooldowns(settings.cooldown_seconds),
@@ -40,6 +46,9 @@ class DispatchState:
             include_query=settings.trace_include_query if include_query is None
             else include_query,
             rng=rng or random.Random(),
+            stickiness=Stickiness(sticky, settings.tiers,
+                                  store if store is not None
+                                  else MemoryStore(sticky.max_entries)),
         )
 
     def provider(self, spec: ModelSpec) -> Provider[Any, Any]:

@@ -21,9 +21,11 @@ def trace_record(
     stream: dict[str, Any] | None = None,
     error: str | None = None,
     include_query: bool = False,
+    sticky: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One trace line. `response` is None when no model answered; `stream` is
-    `{"state", "chunks", "chars"}` for streamed answers."""
+    `{"state", "chunks", "chars"}` for streamed answers; `sticky` says how stickiness changed
+    the decision's route or model (hashed ids only), and `route` is then the route served."""
     c = decision.classifier
     record: dict[str, Any] = {
         "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -49,7 +51,10 @@ def trace_record(
                        **latency_ms},
         "stream": stream,
         "error": error,
+        "sticky": sticky,
     }
+    if sticky is not None:
+        record["route"] = sticky["to_route"]
     if include_query:
         record["query"] = decision.query
     return record
