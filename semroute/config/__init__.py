@@ -23,6 +23,7 @@ from semroute.config.routes import (
     route_files,
     utterance_key,
 )
+from semroute.config.rules import RuleSpec
 
 __all__ = [
     "CATALOGUE_FILE",
@@ -36,6 +37,7 @@ __all__ = [
     "RouteFile",
     "RouteSet",
     "RouterSettings",
+    "RuleSpec",
     "StructuredMode",
     "Usage",
     "load_routes",
