@@ -14,6 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 # Whole-word edges that also work for keywords that start or end in punctuation ("c++", ".net").
 _EDGE_L, _EDGE_R = r"(?<!\w)", r"(?!\w)"
 REGEX_FLAGS = re.IGNORECASE
+TOKEN = re.compile(r"\w+")
+
+
+def tokens(text: str) -> frozenset[str]:
+    """The casefolded word-character runs of a text: a keyword can only match a query whose
+    tokens include all of the keyword's (a pre-check that spares most regex searches)."""
+    return frozenset(TOKEN.findall(text.casefold()))
 
 
 def keyword_pattern(keyword: str) -> str:
@@ -59,6 +66,9 @@ class RuleSpec(BaseModel):
         for i, k in enumerate(v):
             if not k.split():
                 raise ValueError(f"keyword #{i + 1} is empty")
+            if not TOKEN.search(k):
+                raise ValueError(f"keyword #{i + 1} ({k!r}) has no letter or digit; use `regex` "
+                                 f"for punctuation")
         return tuple(" ".join(k.split()) for k in v)
 
     @field_validator("regex")

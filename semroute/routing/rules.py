@@ -8,14 +8,38 @@ the order within the file. The first rule that fires decides (method "rule").
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from semroute.config import RouteSet, RuleSpec, normalise_text
-from semroute.config.rules import REGEX_FLAGS, all_pattern, any_pattern
+from semroute.config import RouteSet, RuleSpec
+from semroute.config.rules import REGEX_FLAGS, all_pattern, any_pattern, tokens
 from semroute.routing.decision import Decision, RuleHit
 from semroute.routing.matcher import Matcher, prepare_query
+
+
+class QueryText:
+    """A normalised query and what rules ask of it (word count, tokens), each computed once."""
+
+    __slots__ = ("_tokens", "_words", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._words: int | None = None
+        self._tokens: frozenset[str] | None = None
+
+    @property
+    def words(self) -> int:
+        if self._words is None:
+            self._words = len(self.text.split())
+        return self._words
+
+    @property
+    def tokens(self) -> frozenset[str]:
+        if self._tokens is None:
+            self._tokens = tokens(self.text)
+        return self._tokens
 
 
 @dataclass(frozen=True)
@@ -28,6 +52,8 @@ class CompiledRule:
     any_re: re.Pattern[str] | None
     all_re: re.Pattern[str] | None
     all_words: tuple[str, ...]
+    any_tokens: tuple[frozenset[str], ...]  # per keyword: the tokens a match needs
+    all_tokens: frozenset[str]
     regex: re.Pattern[str] | None
     min_chars: int | None
     max_chars: int | None
@@ -44,14 +70,18 @@ class CompiledRule:
             any_re=re.compile(any_pattern(spec.any_), REGEX_FLAGS) if spec.any_ else None,
             all_re=re.compile(all_pattern(spec.all_), REGEX_FLAGS) if spec.all_ else None,
             all_words=spec.all_ or (),
+            any_tokens=tuple(tokens(k) for k in spec.any_ or ()),
+            all_tokens=frozenset().union(*(tokens(k) for k in spec.all_ or ())),
             regex=re.compile(spec.regex, REGEX_FLAGS) if spec.regex else None,
             min_chars=spec.min_chars, max_chars=spec.max_chars, min_words=spec.min_words,
             max_words=spec.max_words, metadata=tuple((spec.metadata or {}).items()), spec=spec)
 
-    def fire(self, text: str, metadata: Mapping[str, str] | None, words: int | None = None, *,
+    def fire(self, query: QueryText | str, metadata: Mapping[str, str] | None, *,
              ignore_metadata: bool = False) -> RuleHit | None:
-        """The hit when every condition holds on normalised `text`, else None. `words` is the
-        word count when already known; `ignore_metadata` checks the text conditions only."""
+        """The hit when every condition holds on the normalised query, else None (cheapest
+        checks first); `ignore_metadata` checks the text conditions only."""
+        q = QueryText(query) if isinstance(query, str) else query
+        text = q.text
         if self.metadata and not ignore_metadata and (
                 metadata is None or any(metadata.get(k) != v for k, v in self.metadata)):
             return None
@@ -59,11 +89,13 @@ class CompiledRule:
         if (self.min_chars is not None and n < self.min_chars) or \
                 (self.max_chars is not None and n > self.max_chars):
             return None
-        if self.min_words is not None or self.max_words is not None:
-            w = len(text.split()) if words is None else words
-            if (self.min_words is not None and w < self.min_words) or \
-                    (self.max_words is not None and w > self.max_words):
-                return None
+        if (self.min_words is not None and q.words < self.min_words) or \
+                (self.max_words is not None and q.words > self.max_words):
+            return None
+        if self.all_re is not None and not self.all_tokens <= q.tokens:
+            return None
+        if self.any_re is not None and not any(t <= q.tokens for t in self.any_tokens):
+            return None
         hit: tuple[str, tuple[str, ...]] | None = None
         if self.any_re is not None:
             m = self.any_re.search(text)
@@ -111,7 +143,18 @@ class RuleSet:
 
     def __init__(self, rules: Sequence[CompiledRule]) -> None:
         self.rules = tuple(rules)
-        self._words = any(r.min_words is not None or r.max_words is not None for r in rules)
+        # Keyword rules are candidates only when the query has one of their tokens (an `any`
+        # keyword's, or any of the `all` keywords'): a token -> rule positions index makes the
+        # cost grow with the rules a query could fire, not with all rules.
+        self._always: list[int] = []
+        self._by_token: dict[str, list[int]] = {}
+        for i, r in enumerate(self.rules):
+            trigger = frozenset().union(*r.any_tokens) if r.any_tokens else r.all_tokens
+            if not trigger:
+                self._always.append(i)
+            for t in trigger:
+                self._by_token.setdefault(t, []).append(i)
+        self._keys = frozenset(self._by_token)
 
     @classmethod
     def from_routes(cls, routes: RouteSet) -> RuleSet:
@@ -124,9 +167,14 @@ class RuleSet:
 
     def first(self, text: str, metadata: Mapping[str, str] | None = None) -> RuleHit | None:
         """The first rule that fires on normalised `text`, or None."""
-        words = len(text.split()) if self._words else None
-        for rule in self.rules:
-            hit = rule.fire(text, metadata, words)
+        q = QueryText(text)
+        order: list[int] | set[int] = self._always
+        if self._keys:
+            order = set(self._always)
+            for t in q.tokens & self._keys:
+                order.update(self._by_token[t])
+        for i in sorted(order):
+            hit = self.rules[i].fire(q, metadata)
             if hit is not None:
                 return hit
         return None
@@ -136,8 +184,9 @@ class RuleSet:
         """The rules stage for one raw query: a rule Decision when one fires (thresholds as
         the index would apply them to that route), timed either way."""
         t0 = time.perf_counter()
-        cut, truncated = prepare_query(query, matcher.max_chars)  # validates, as the index does
-        hit = self.first(normalise_text(query) if truncated else cut, metadata)
+        full, _ = prepare_query(query, sys.maxsize)  # validates, as the index does; never cut
+        cut, truncated = full[:matcher.max_chars], len(full) > matcher.max_chars
+        hit = self.first(full, metadata)
         if hit is None:
             return RuleOutcome(None, (time.perf_counter() - t0) * 1e3)
         th = matcher.thresholds
