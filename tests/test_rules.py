@@ -20,6 +20,7 @@ from semroute.errors import ConfigError
 from semroute.index import RouteIndex, build_index
 from semroute.quality import lint
 from semroute.routing import Decision, Router
+from semroute.telemetry import read_trace
 from tests.conftest import CATALOGUE, TINY_ROUTES, WriteRoutes
 from tests.conftest_llm import MakeFaultServer
 
@@ -74,7 +75,7 @@ def test_any_keyword_matches_whole_words_in_any_case_and_skips_the_encoder(
     assert router.matcher.cache.misses == misses, "no query was encoded"
     d = router.route("pythonic idioms are nice")
     assert d.method != "rule" and d.rule is None, "'python' is not a whole word here"
-    assert "encode" in d.timings_ms and list(d.timings_ms)[0] == "rules"
+    assert "encode" in d.timings_ms and next(iter(d.timings_ms)) == "rules"
 
 
 def test_all_keywords_must_all_occur(router_with: Any) -> None:
@@ -135,6 +136,13 @@ def test_first_rule_wins_in_file_then_rule_order(router_with: Any) -> None:
                                                                ("greet", "g")]
 
 
+def test_order_holds_between_keyword_and_size_rules(router_with: Any) -> None:
+    router = router_with(code=[{"name": "short", "max_words": 3}],
+                         greet=[{"name": "python", "any": ["python"]}])
+    assert_rule_decision(router.route("python please"), "code", "short")
+    assert_rule_decision(router.route("python is a language i like"), "greet", "python")
+
+
 def test_a_higher_priority_is_checked_first(router_with: Any) -> None:
     router = router_with(greet=[{"name": "g", "any": ["python"], "priority": 5}],
                          code=[{"name": "c", "any": ["python"]}])
@@ -162,7 +170,8 @@ def test_decision_json_carries_the_rule(router_with: Any) -> None:
 
 
 def test_dispatch_passes_metadata_to_the_rules(write_routes: WriteRoutes, tiny_index: Path,
-                                               fault_server: MakeFaultServer) -> None:
+                                               fault_server: MakeFaultServer,
+                                               tmp_path: Path) -> None:
     ok = fault_server([200])
     catalogue = copy.deepcopy(CATALOGUE)
     catalogue["profiles"]["local"]["fast"]["base_url"] = ok.openai_base_url
@@ -173,11 +182,16 @@ def test_dispatch_passes_metadata_to_the_rules(write_routes: WriteRoutes, tiny_i
                  max_tokens=8)
     assert r.text and r.route == "code" and r.decision.method == "rule"
     assert "metadata" not in ok.bodies[-1], "request metadata is for the rules only"
-    d = Dispatcher(router)
+    assert r.decision.rule is not None
+    assert r.decision.rule.matched == ("task_type=extraction",)
+    d = Dispatcher(router, trace=tmp_path / "trace.jsonl")
     assert d.dispatch("hello there", max_tokens=8).decision.method == "index"
     r = asyncio.run(d.adispatch("hello there", metadata={"task_type": "extraction"},
                                 max_tokens=8))
     assert (r.route, r.decision.method) == ("code", "rule")
+    records = read_trace(tmp_path / "trace.jsonl")
+    assert [x["rule"] for x in records] == [None, {"route": "code", "rule": "x",
+                                                   "condition": "metadata"}]
 
 
 # ---------------------------------------------------------------- validation
@@ -191,6 +205,7 @@ def test_bad_rules_are_reported_at_once_naming_file_route_rule_and_field(
         {"name": "typo", "anyy": ["x"]},
         {"name": "bounds", "min_words": 5, "max_words": 2},
         {"name": "no_words", "any": []},
+        {"name": "punct", "any": ["++"]},
     ])
     with pytest.raises(ConfigError) as exc:
         load_routes(write_routes(routes))
@@ -201,6 +216,7 @@ def test_bad_rules_are_reported_at_once_naming_file_route_rule_and_field(
     assert "rule 'typo': field 'rules[3].anyy': unknown key" in text
     assert "rule 'bounds': field 'rules[4]': min_words (5) is greater than max_words (2)" in text
     assert "rule 'no_words': field 'rules[5].any': must list at least one keyword" in text
+    assert "rule 'punct': field 'rules[6].any': keyword #1 ('++') has no letter or digit" in text
 
 
 def test_rule_names_are_unique_within_a_route(write_routes: WriteRoutes) -> None:
