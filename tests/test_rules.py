@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from semroute.cli import main
 from semroute.config import load_routes
 from semroute.dispatching import Dispatcher, dispatch
 from semroute.errors import ConfigError
@@ -294,3 +295,14 @@ def test_example_rules_route_and_lint_clean(router: Router, example_routes: Path
     d = router.route("hello", metadata={"task_type": "extraction"})
     assert (d.route, d.method) == ("classification_extraction", "rule")
     assert [f for f in rule_findings(example_routes, example_index)] == []
+
+
+def test_cli_route_takes_metadata_and_shows_the_rule(example_routes: Path, example_index: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["route", "--routes", str(example_routes), "--index", str(example_index),
+               "--meta", "task_type=extraction", "hello there"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "route   classification_extraction   (method: rule)" in out
+    assert "rule    extraction_task of classification_extraction: metadata " \
+           "'task_type=extraction'" in out
