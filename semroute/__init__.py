@@ -27,6 +27,7 @@ _EXPORTS = {
     "Decision": "semroute.routing",
     "Neighbour": "semroute.routing",
     "Router": "semroute.routing",
+    "RuleHit": "semroute.routing",
     "load_router": "semroute.routing",
     "Attempt": "semroute.dispatching",
     "Dispatcher": "semroute.dispatching",
@@ -77,6 +78,7 @@ __all__ = [
     "RetryableProviderError",
     "RouteSet",
     "Router",
+    "RuleHit",
     "SemrouteError",
     "StaleIndexError",
     "StreamInterruptedError",
@@ -125,4 +127,12 @@ if TYPE_CHECKING:
         StreamInterruptedError,
     )
     from semroute.index import BuildReport, build_index
-    from semroute.routing import Candidate, ClassifierCall, Decision, Neighbour, Router, load_router
+    from semroute.routing import (
+        Candidate,
+        ClassifierCall,
+        Decision,
+        Neighbour,
+        Router,
+        RuleHit,
+        load_router,
+    )

@@ -40,6 +40,10 @@ def format_decision(d: dict[str, object]) -> str:
         "time    " + " · ".join(f"{k} {_fmt_ms(v)}" for k, v in timings.items())
         + f" · total {_fmt_ms(float(d['total_ms']))}",  # type: ignore[arg-type]
     ]
+    rule = d.get("rule")
+    if isinstance(rule, dict):
+        lines.append(f"rule    {rule['rule']} of {rule['route']}: {rule['condition']} "
+                     f"{', '.join(map(repr, rule['matched']))}")
     clf = d.get("classifier")
     if isinstance(clf, dict):
         lines.append(f"classif {clf['model']}: {clf['answer']!r} in {_fmt_ms(clf['latency_ms'])}"
@@ -72,13 +76,28 @@ def format_brief(decisions: Sequence[dict[str, object]]) -> str:
                      for r in rows)
 
 
+def parse_meta(items: list[str] | None) -> dict[str, str] | None:
+    """`--meta KEY=VALUE` options as request metadata (None when there are none)."""
+    if not items:
+        return None
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"semroute: --meta expects KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
 def cmd_route(args: argparse.Namespace) -> int:
     from semroute.routing import Router
 
     queries = read_queries(args)
     router = Router.load(args.routes, args.index, profile=args.profile,
                          classifier=args.classify)
-    decisions = [router.route(q, use_classifier=args.classify) for q in queries]
+    metadata = parse_meta(args.meta)
+    decisions = [router.route(q, use_classifier=args.classify, metadata=metadata)
+                 for q in queries]
     if args.json:
         payload = [d.to_dict() for d in decisions]
         print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
@@ -121,6 +140,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", metavar="FILE", help="read queries, one per line ('-' = stdin)")
     p.add_argument("--json", action="store_true", help="print decisions as JSON")
     p.add_argument("--brief", action="store_true", help="one line per decision")
+    p.add_argument("--meta", action="append", metavar="KEY=VALUE",
+                   help="request metadata that route-file rules match (repeatable)")
     p.add_argument("--classify", action="store_true",
                    help="send undecided queries to the classifier / default route (calls a "
                         "model); without it the index alone decides")

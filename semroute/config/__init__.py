@@ -25,6 +25,7 @@ from semroute.config.routes import (
     route_files,
     utterance_key,
 )
+from semroute.config.rules import RuleSpec
 
 __all__ = [
     "CATALOGUE_FILE",
@@ -38,6 +39,7 @@ __all__ = [
     "RouteFile",
     "RouteSet",
     "RouterSettings",
+    "RuleSpec",
     "StickinessMode",
     "StickinessSettings",
     "StructuredMode",

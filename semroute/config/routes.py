@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from semroute.config.modelspec import STRUCTURED_MODES, STRUCTURED_WHY, ModelSpec, StructuredMode
+from semroute.config.rules import RuleSpec
 from semroute.errors import ConfigError
 
 CATALOGUE_FILE = "models.yaml"
@@ -59,6 +60,7 @@ class RouteFile(_Strict):
     threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
     system_prompt: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    rules: list[RuleSpec] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -73,6 +75,16 @@ class RouteFile(_Strict):
     def _model_chain_not_empty(cls, v: str | list[str]) -> str | list[str]:
         if isinstance(v, list) and not v:
             raise ValueError("must name at least one model key")
+        return v
+
+    @field_validator("rules")
+    @classmethod
+    def _rule_names_unique(cls, v: list[RuleSpec]) -> list[RuleSpec]:
+        seen: set[str] = set()
+        for r in v:
+            if r.name in seen:
+                raise ValueError(f"rule name '{r.name}' appears twice in this route")
+            seen.add(r.name)
         return v
 
     @field_validator("utterances")
@@ -192,9 +204,11 @@ class Route:
     system_prompt: str | None
     metadata: dict[str, Any]
     file: Path
+    rules: tuple[RuleSpec, ...] = ()
 
     def content_hash(self) -> str:
-        """Hash of what the index depends on: the name and the (normalised) utterances."""
+        """Hash of what the index depends on: the name and the (normalised) utterances (not
+        the rules: they are checked before the index, so editing them needs no rebuild)."""
         payload = json.dumps([self.name, list(self.utterances)])
         return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -228,13 +242,24 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _pydantic_problems(path: Path, err: ValidationError, route: str | None) -> list[str]:
+def _rule_name(data: Any, i: int) -> str:
+    """The name of rule #i of a route file's raw data, else its number."""
+    rules = data.get("rules") if isinstance(data, dict) else None
+    rule = rules[i] if isinstance(rules, list) and i < len(rules) else None
+    name = rule.get("name") if isinstance(rule, dict) else None
+    return f"'{name}'" if isinstance(name, str) else f"#{i + 1}"
+
+
+def _pydantic_problems(path: Path, err: ValidationError, route: str | None,
+                       data: Any = None) -> list[str]:
     problems = []
     for e in err.errors():
         loc = e["loc"]
         where = f"{path}" + (f": route '{route}'" if route else "")
         if len(loc) >= 3 and loc[0] == "profiles":  # a catalogue entry: name its profile and key
             where += f": profile '{loc[1]}': model '{loc[2]}'"
+        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):  # name the rule
+            where += f": rule {_rule_name(data, loc[1])}"
         field_name = _loc(loc) or "(file)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
@@ -292,7 +317,7 @@ def _load_route_file(path: Path, problems: list[str], invalid: set[str]) -> Rout
     try:
         spec = RouteFile.model_validate(data)
     except ValidationError as exc:
-        problems.extend(_pydantic_problems(path, exc, name))
+        problems.extend(_pydantic_problems(path, exc, name, data))
         invalid.add(name or path.stem)
         return None
     models = (spec.model,) if isinstance(spec.model, str) else tuple(spec.model)
@@ -305,6 +330,7 @@ def _load_route_file(path: Path, problems: list[str], invalid: set[str]) -> Rout
         system_prompt=spec.system_prompt,
         metadata=dict(spec.metadata),
         file=path,
+        rules=tuple(spec.rules),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from semroute.dispatching.dispatcher import Dispatcher
@@ -39,16 +39,17 @@ def dispatcher_for(router: Router | None) -> Dispatcher:
 
 def dispatch(request: str | Sequence[Message], *, router: Router | None = None,
              system: str | None = None, max_tokens: int = 512, stream: bool = False,
-             **kwargs: Any) -> Response:
-    """Route a query (or chat messages, routed on the latest user turn) and answer it."""
+             metadata: Mapping[str, str] | None = None, **kwargs: Any) -> Response:
+    """Route a query (or chat messages, routed on the latest user turn) and answer it;
+    `metadata` is matched by route-file rules."""
     return dispatcher_for(router).dispatch(request, system=system, max_tokens=max_tokens,
-                                           stream=stream, **kwargs)
+                                           stream=stream, metadata=metadata, **kwargs)
 
 
 async def adispatch(request: str | Sequence[Message], *, router: Router | None = None,
                     system: str | None = None, max_tokens: int = 512, stream: bool = False,
-                    **kwargs: Any) -> Response:
+                    metadata: Mapping[str, str] | None = None, **kwargs: Any) -> Response:
     """Async `dispatch`, sharing its implementation and its per-router state."""
     return await dispatcher_for(router).adispatch(request, system=system,
                                                   max_tokens=max_tokens, stream=stream,
-                                                  **kwargs)
+                                                  metadata=metadata, **kwargs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -78,20 +78,23 @@ class Dispatcher:
         return self.state.include_query
 
     def dispatch(self, request: str | Sequence[Message], *, system: str | None = None,
-                 max_tokens: int = 512, stream: bool = False, conversation_id: str | None = None,
+                 max_tokens: int = 512, stream: bool = False,
+                 metadata: Mapping[str, str] | None = None, conversation_id: str | None = None,
                  user: str | None = None, **kwargs: Any) -> Response:
         """Route `request` (a query or chat messages) and return the model's answer.
-        `conversation_id` and `user` key stickiness (README "Stickiness")."""
-        return run_sync(self._plan(request, system, max_tokens, stream, kwargs,
+        `metadata` is what route-file rules match (never sent on); `conversation_id` and
+        `user` key stickiness (README "Stickiness")."""
+        return run_sync(self._plan(request, system, max_tokens, stream, kwargs, metadata,
                                    (conversation_id, user)))
 
     async def adispatch(self, request: str | Sequence[Message], *, system: str | None = None,
                         max_tokens: int = 512, stream: bool = False,
+                        metadata: Mapping[str, str] | None = None,
                         conversation_id: str | None = None, user: str | None = None,
                         **kwargs: Any) -> Response:
         """Async `dispatch`: the same plan, awaited; blocking work runs off the event loop."""
         return await run_async(self._plan(request, system, max_tokens, stream, kwargs,
-                                          (conversation_id, user)))
+                                          metadata, (conversation_id, user)))
 
     def provider(self, key: str) -> Provider[Any, Any]:
         """The provider adapter of catalogue key `key`."""
@@ -102,12 +105,13 @@ class Dispatcher:
 
     def _plan(self, request: str | Sequence[Message], system: str | None, max_tokens: int,
               stream: bool, kwargs: dict[str, Any],
+              metadata: Mapping[str, str] | None = None,
               ids: tuple[str | None, str | None] = (None, None)) -> Plan[Response]:
         t0 = time.perf_counter()
         request_id = uuid.uuid4().hex
         messages = as_messages(request)
         turn = latest_user_turn(messages)
-        decision = yield from self.router.decide_plan(turn)
+        decision = yield from self.router.decide_plan(turn, metadata=metadata)
         latency = {"decide": (time.perf_counter() - t0) * 1e3}
         redact = (turn, decision.query)
         if decision.route is None:

@@ -36,6 +36,9 @@ def trace_record(
         "margin": decision.margin,
         "reason": decision.reason,
         "candidates": [{"route": x.route, "score": x.score} for x in decision.candidates[:5]],
+        "rule": None if decision.rule is None else {  # what it matched is query text: not here
+            "route": decision.rule.route, "rule": decision.rule.rule,
+            "condition": decision.rule.condition},
         "classifier": None if c is None else {
             "model": c.model, "answer": c.answer, "latency_ms": c.latency_ms,
             "input_tokens": c.input_tokens, "output_tokens": c.output_tokens,

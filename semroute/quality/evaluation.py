@@ -3,9 +3,9 @@ router (`Router.route_batch`), and score the decisions.
 
 How a decision is read (the same rule in every metric):
 
-- **predicted label**: the decision's route when the index or the classifier chose it; `oos`
-  ("no route") when the decision is undecided or was handed to the default route by method
-  "default" (the default route is a fallback, not a match).
+- **predicted label**: the decision's route when a rule, the index or the classifier chose it;
+  `oos` ("no route") when the decision is undecided or was handed to the default route by
+  method "default" (the default route is a fallback, not a match).
 - **gold label**: the row's label when it names a route; `oos` for `oos` and for labels that
   are not route names (reported in `unknown_labels`, since no route of this set can match).
 - **misroute**: the query was sent to a route (any method) and that route is not the gold
@@ -122,7 +122,8 @@ def gold_label(label: str, route_names: Iterable[str]) -> str:
 
 def predicted_label(d: Decision) -> str:
     """The route the router recognised: `oos` for undecided and default-route decisions."""
-    return d.route if d.route is not None and d.method in ("index", "classifier") else OOS
+    return d.route if d.route is not None and d.method in ("rule", "index", "classifier") \
+        else OOS
 
 
 def is_misroute(d: Decision, gold: str) -> bool:
@@ -210,12 +211,12 @@ def _confusions(gold: list[str], pred: list[str], texts: list[str],
 def _path_metrics(decisions: Sequence[Decision], wrong: list[bool]) -> Metrics:
     n = len(decisions)
     out: Metrics = {}
-    for method in ("index", "classifier", "default", "undecided"):
+    for method in ("rule", "index", "classifier", "default", "undecided"):
         idx = [i for i, d in enumerate(decisions) if d.method == method]
         out[f"{method}_rate"] = len(idx) / n
         if method != "undecided":
             out[f"misroute_rate_{method}"] = _ratio(sum(wrong[i] for i in idx), len(idx))
-    out["fallback_rate"] = 1.0 - float(out["index_rate"] or 0.0)
+    out["fallback_rate"] = 1.0 - float(out["index_rate"] or 0.0) - float(out["rule_rate"] or 0.0)
     return out
 
 
@@ -257,7 +258,7 @@ def score_decisions(decisions: Sequence[Decision], data: Sequence[LabelledQuery]
     routes that occur in the gold or predicted labels. `oos_precision`/`oos_recall`: of the
     `oos` predictions / of the `oos` rows. `overall_accuracy`: all rows, `oos` included.
     `misroute_rate`: misroutes over all rows; `misroute_rate_<method>`: over that path's rows.
-    `fallback_rate`: share not decided by the index. Undefined ratios (0/0) are None.
+    `fallback_rate`: share decided by neither a rule nor the index. Undefined ratios (0/0) are None.
     Latency defaults to each decision's `total_ms` (batch-amortised when routed in batches).
     """
     if len(decisions) != len(data):

@@ -1,4 +1,5 @@
-"""`semroute lint`: what makes a route set route badly, found before users see it.
+"""`semroute lint`: what makes a route set route badly, found before users see it (the
+utterances and routes here; the route-file rules in `rule_checks.py`).
 
 Reads the utterance vectors of the index build (`embeddings.npy`, no re-encoding), so the
 index must be fresh for the route files (`RouteIndex.load(index_dir, routes)` checks that).
@@ -17,6 +18,7 @@ from numpy.typing import NDArray
 from semroute.config import Route, RouteSet
 from semroute.errors import CorruptIndexError
 from semroute.index import RouteIndex
+from semroute.quality.rule_checks import RuleChecks
 
 Level = Literal["error", "warning"]
 _BLOCK = 1024
@@ -172,6 +174,8 @@ def lint(routes: RouteSet, index: RouteIndex, *, near_dup: float = 0.92,
                                 f" run `semroute build`")
     linter = _Linter(routes, index, limits)
     found = [*linter.per_route(), *linter.near_duplicates(), *linter.misplaced()]
+    rules = RuleChecks(routes)
+    found += [LintFinding(*f) for f in (*rules.shadowed(), *rules.utterances())]
     order = {"error": 0, "warning": 1}
     return sorted(found, key=lambda f: order[f.level])  # stable: each check's own order
 

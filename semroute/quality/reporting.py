@@ -16,7 +16,7 @@ from semroute.quality.evaluation import OOS, EvalResult, gold_label, predicted_l
 
 HEADLINE = ("rows", "in_scope_accuracy", "macro_f1", "oos_precision", "oos_recall",
             "overall_accuracy", "misroute_rate", "fallback_rate", "p50_ms", "p95_ms")
-PATHS = ("index", "classifier", "default", "undecided")
+PATHS = ("rule", "index", "classifier", "default", "undecided")
 HEATMAP_ROUTES = 12
 
 

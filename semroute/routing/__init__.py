@@ -9,6 +9,7 @@ from semroute.routing.decision import (
     Decision,
     Method,
     Neighbour,
+    RuleHit,
 )
 from semroute.routing.matcher import (
     Matcher,
@@ -17,16 +18,21 @@ from semroute.routing.matcher import (
     resolve_thresholds,
 )
 from semroute.routing.router import Router, load_router
+from semroute.routing.rules import CompiledRule, RuleOutcome, RuleSet
 
 __all__ = [
     "Candidate",
     "Classifier",
     "ClassifierCall",
+    "CompiledRule",
     "Decision",
     "Matcher",
     "Method",
     "Neighbour",
     "Router",
+    "RuleHit",
+    "RuleOutcome",
+    "RuleSet",
     "Thresholds",
     "load_router",
     "prepare_query",

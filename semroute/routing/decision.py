@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Method = Literal["index", "classifier", "default", "undecided"]
+Method = Literal["rule", "index", "classifier", "default", "undecided"]
 
 
 def _plain(value: Any) -> Any:
@@ -48,12 +48,25 @@ class ClassifierCall:
 
 
 @dataclass(frozen=True)
+class RuleHit:
+    """The rule that decided (method "rule"): its route and name, the condition that matched
+    (`any`, `all`, `regex`, a length bound or `metadata`) and what matched (e.g. the keyword)."""
+
+    route: str
+    rule: str
+    condition: str
+    matched: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Decision:
     """Where a query goes and why.
 
     `route` is None when nothing decided (method "undecided"): the index found no route
     clearing the thresholds and no classifier or default route took it.
-    `timings_ms` has one entry per stage that ran (normalise, encode, search, score, classify).
+    `timings_ms` has one entry per stage that ran (rules, normalise, encode, search, score,
+    classify). A rule decision (method "rule", `rule` says which) has score 1.0 and margin 1.0,
+    no candidates, and the thresholds the index would have applied to its route.
     """
 
     query: str
@@ -69,6 +82,7 @@ class Decision:
     truncated: bool = False
     classifier: ClassifierCall | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    rule: RuleHit | None = None
 
     @property
     def total_ms(self) -> float:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -16,6 +16,7 @@ from semroute.providers import Offload, Plan, run_async, run_sync
 from semroute.routing.classifier import Classifier, to_default
 from semroute.routing.decision import Decision
 from semroute.routing.matcher import Matcher, resolve_thresholds
+from semroute.routing.rules import RuleSet
 
 
 class Router:
@@ -31,6 +32,7 @@ class Router:
         self.classifier = classifier
         self.calibration = calibration  # the one whose thresholds are applied, if any
         self.calibration_status: CalibrationStatus = calibration_status
+        self.rules = RuleSet.from_routes(routes)  # checked before the index
 
     @classmethod
     def load(cls, routes: str | Path | RouteSet = "routes",
@@ -68,33 +70,43 @@ class Router:
         return cls(route_set, idx, matcher, clf, calibration=calibration,
                    calibration_status=status)
 
-    def route(self, query: str, *, use_classifier: bool = True) -> Decision:
-        """Where one query goes, and why."""
-        return self.route_batch([query], use_classifier=use_classifier)[0]
+    def route(self, query: str, *, use_classifier: bool = True,
+              metadata: Mapping[str, str] | None = None) -> Decision:
+        """Where one query goes, and why. `metadata` (e.g. `{"task_type": "extraction"}`) is
+        what route-file rules match besides the text."""
+        return self.route_batch([query], use_classifier=use_classifier, metadata=metadata)[0]
 
-    def route_batch(self, queries: Sequence[str], *,
-                    use_classifier: bool = True) -> list[Decision]:
-        """Decisions for many queries at once (one encoder call, one search).
+    def route_batch(self, queries: Sequence[str], *, use_classifier: bool = True,
+                    metadata: Mapping[str, str] | None = None) -> list[Decision]:
+        """Decisions for many queries at once (rules first, then one encoder call, one search).
 
         With `use_classifier`, queries the index leaves undecided go to the fallback
         classifier (when configured) and then to the default route; without it they stay
         "undecided" (index only, no model call).
         """
-        decisions = self.matcher.match_batch(queries)
+        decisions = self.rules.match_batch(queries, self.matcher, metadata)
         if not use_classifier:
             return decisions
         return [run_sync(self.resolve_plan(d)) if d.method == "undecided" else d
                 for d in decisions]
 
-    async def aroute(self, query: str, *, use_classifier: bool = True) -> Decision:
+    async def aroute(self, query: str, *, use_classifier: bool = True,
+                     metadata: Mapping[str, str] | None = None) -> Decision:
         """Async `route`: encoding and search run in a worker thread, the classifier call is
         awaited, so the event loop keeps serving meanwhile."""
-        return await run_async(self.decide_plan(query, use_classifier=use_classifier))
+        return await run_async(self.decide_plan(query, use_classifier=use_classifier,
+                                                metadata=metadata))
 
-    def decide_plan(self, query: str, *, use_classifier: bool = True) -> Plan[Decision]:
-        """The whole decision for one query as a plan (index, then the fallback). The index
-        part is CPU work: `run_sync` does it inline, `run_async` in a worker thread."""
+    def decide_plan(self, query: str, *, use_classifier: bool = True,
+                    metadata: Mapping[str, str] | None = None) -> Plan[Decision]:
+        """The whole decision for one query as a plan (rules, index, then the fallback). The
+        index part is CPU work: `run_sync` does it inline, `run_async` in a worker thread."""
+        ruled = self.rules.check(query, self.matcher, metadata) if len(self.rules) else None
+        if ruled is not None and ruled.decision is not None:
+            return ruled.decision
         decision: Decision = yield Offload(partial(self.matcher.match, query))
+        if ruled is not None:
+            decision = ruled.timed(decision)
         if not use_classifier or decision.method != "undecided":
             return decision
         return (yield from self.resolve_plan(decision))
