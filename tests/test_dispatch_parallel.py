@@ -25,6 +25,7 @@ import yaml
 from semroute.config import load_routes
 from semroute.dispatching import Dispatcher
 from semroute.errors import AllModelsFailedError, ConfigError
+from semroute.providers import Parallel, Plan, Sleep, run_async, run_sync
 from semroute.telemetry import read_trace
 from tests.conftest_llm import MakeFaultServer
 from tests.dispatch_support import entry, live_openai, load, shared_index, write_set
@@ -259,6 +260,31 @@ def test_streaming_a_parallel_route_uses_its_model_chain(
         text = "".join(s)
     assert s.model_key == "live" and s.parallel is None and text == s.text
     assert OK_TEXT not in text
+
+
+# ---------------------------------------------------------------- the Parallel effect
+
+def napping(seconds: float, value: int) -> Plan[int]:
+    yield Sleep(seconds)
+    if value < 0:
+        raise ValueError(f"bad value {value}")
+    return value
+
+
+def fan_out() -> Plan[list[object]]:
+    outcomes: list[object] = yield Parallel((napping(0.3, 1), napping(0.3, -1), napping(0.3, 3)))
+    return outcomes
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_the_parallel_effect_runs_plans_at_once_and_returns_failures_as_outcomes(
+        mode: str) -> None:
+    t0 = time.perf_counter()
+    got = run_sync(fan_out()) if mode == "sync" else asyncio.run(run_async(fan_out()))
+    assert time.perf_counter() - t0 < 0.8, "three 0.3 s plans ran one after another"
+    one, bad, three = got
+    assert (one, three) == (1, 3)
+    assert isinstance(bad, ValueError) and "bad value -1" in str(bad)
 
 
 # ---------------------------------------------------------------- route-file validation
