@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -147,6 +148,15 @@ def test_a_picker_registered_in_code_chooses(
     assert "picker 'shortest'" in r.parallel.reason
     assert trace_of(d)[0]["parallel"]["scores"] == [-20.0, -5.0, -13.0]
     assert d.dispatch(QUERY).model_key == "m1", "the same answers, the same pick"
+
+
+@pytest.mark.parametrize("picker", [lambda q, a: np.int64(1),
+                                    lambda q, a: np.array([0.1, 0.9]), lambda q, a: (0, 1)])
+def test_a_picker_may_answer_with_numpy_values_or_any_sequence_of_scores(
+        make: MakeParallel, fault_server: MakeFaultServer, picker: Callable[..., Any]) -> None:
+    models = answering(fault_server, ["first", "second"])
+    d = make(models, {"models": ["m0", "m1"], "pick": "mine"}, pickers={"mine": picker})
+    assert d.dispatch(QUERY).text == "second"
 
 
 @pytest.mark.parametrize("picker", [lambda q, a: 7, lambda q, a: [1.0], lambda q, a: 1 / 0])

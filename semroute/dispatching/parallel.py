@@ -14,7 +14,8 @@ answers raise `AllModelsFailedError` listing every attempt. Then one answer is p
 - a picker registered in code (`Dispatcher(router, pickers={"name": fn})`, never imported from
   a config file): `fn(query, answers)` gets the answer texts (in `models` order, answered ones
   only) and returns the index of the best, or one score per answer (the highest wins, ties:
-  the earlier). A picker that raises or returns something else falls back to `first`.
+  the earlier; numpy values are fine). A picker that raises or returns something else falls
+  back to `first`.
 
 With a single answer there is nothing to pick: it is returned without asking judge or picker.
 """
@@ -24,9 +25,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import numbers
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from typing import Any, Literal
@@ -252,15 +254,16 @@ def _by_picker(name: str, picker: Picker, query: str,
         log.warning("picker %r raised %r; %s", name, exc, fallback)
         return 0, f"picker '{name}' raised {type(exc).__name__}: {exc}; {fallback}", None
     n = len(texts)
-    if isinstance(value, int) and not isinstance(value, bool):
-        if 0 <= value < n:
-            return value, f"picker '{name}' chose index {value}", None
-    elif isinstance(value, Sequence) and not isinstance(value, str) and len(value) == n and \
-            all(isinstance(s, int | float) and not isinstance(s, bool) and math.isfinite(s)
-                for s in value):
-        scores = tuple(float(s) for s in value)
-        best = max(range(n), key=lambda i: (scores[i], -i))
-        return best, f"picker '{name}' scored the answers; the best is index {best}", scores
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if 0 <= int(value) < n:  # numpy integers too
+            return int(value), f"picker '{name}' chose index {int(value)}", None
+    elif isinstance(value, Iterable) and not isinstance(value, str | bytes):
+        items = list(value)  # a list, a tuple, a numpy array...
+        if len(items) == n and all(isinstance(x, numbers.Real) and not isinstance(x, bool)
+                                   and math.isfinite(x) for x in items):
+            scores = tuple(float(x) for x in items)
+            best = max(range(n), key=lambda i: (scores[i], -i))
+            return best, f"picker '{name}' scored the answers; the best is index {best}", scores
     log.warning("picker %r returned %r (expected an index < %d or %d scores); %s",
                 name, value, n, n, fallback)
     return 0, f"picker '{name}' returned an invalid value {value!r:.80}; {fallback}", None
