@@ -32,6 +32,7 @@ _EXPORTS = {
     "Attempt": "semroute.dispatching",
     "Dispatcher": "semroute.dispatching",
     "Response": "semroute.dispatching",
+    "ParallelOutcome": "semroute.dispatching",
     "adispatch": "semroute.dispatching",
     "dispatch": "semroute.dispatching",
     "AllModelsFailedError": "semroute.errors",
@@ -72,6 +73,7 @@ __all__ = [
     "Neighbour",
     "NoRouteError",
     "OnnxBackendError",
+    "ParallelOutcome",
     "ProviderError",
     "QueryError",
     "Response",
@@ -106,7 +108,14 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from semroute.config import RouteSet, load_routes
-    from semroute.dispatching import Attempt, Dispatcher, Response, adispatch, dispatch
+    from semroute.dispatching import (
+        Attempt,
+        Dispatcher,
+        ParallelOutcome,
+        Response,
+        adispatch,
+        dispatch,
+    )
     from semroute.errors import (
         AllModelsFailedError,
         CalibrationWarning,

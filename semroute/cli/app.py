@@ -117,6 +117,9 @@ def cmd_routes(args: argparse.Namespace) -> int:
     for r in rs.routes:
         chain = " -> ".join(f"{k}={rs.models[k].provider}:{rs.models[k].model}"
                             for k in r.models)
+        if r.parallel is not None:
+            chain += (f"  (parallel: {', '.join(r.parallel.models)}; pick {r.parallel.pick}"
+                      f"{f' by {r.parallel.judge_model}' if r.parallel.judge_model else ''})")
         print(f"{r.name:<{width}}  {len(r.utterances):>4}  {chain}  {r.file.name}")
     s = rs.settings
     print(f"\n{len(rs.routes)} routes, {sum(len(r.utterances) for r in rs.routes)} utterances; "

@@ -10,10 +10,12 @@ from semroute.config.modelspec import (
     Usage,
 )
 from semroute.config.routes import (
+    BUILTIN_PICKS,
     CATALOGUE_FILE,
     RESERVED_ROUTE_NAMES,
     CatalogueFile,
     ModelEntry,
+    ParallelSpec,
     Route,
     RouteFile,
     RouterSettings,
@@ -28,12 +30,14 @@ from semroute.config.routes import (
 from semroute.config.rules import RuleSpec
 
 __all__ = [
+    "BUILTIN_PICKS",
     "CATALOGUE_FILE",
     "RESERVED_ROUTE_NAMES",
     "STRUCTURED_MODES",
     "CatalogueFile",
     "ModelEntry",
     "ModelSpec",
+    "ParallelSpec",
     "ProviderName",
     "Route",
     "RouteFile",

@@ -50,6 +50,44 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+BUILTIN_PICKS = ("judge", "longest", "first")
+
+
+class ParallelSpec(_Strict):
+    """A route's `parallel:`: ask several models at once, then pick one answer. `pick` is
+    `judge` (a model chooses; needs `judge_model`), `longest`, `first` (the first answer in
+    `models` order), or the name of a picker registered in code (`Dispatcher(pickers=...)`)."""
+
+    models: list[str] = Field(min_length=2)
+    pick: str = Field(default="judge", pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$", max_length=64)
+    judge_model: str | None = None
+    min_answers: int = Field(default=1, ge=1)
+
+    @field_validator("models")
+    @classmethod
+    def _models_distinct(cls, v: list[str]) -> list[str]:
+        dupes = sorted({k for k in v if v.count(k) > 1})
+        if dupes:
+            raise ValueError(f"each model may be asked once; repeated: {', '.join(dupes)}")
+        return v
+
+    @field_validator("judge_model")
+    @classmethod
+    def _judge_only_for_judge(cls, v: str | None, info: ValidationInfo) -> str | None:
+        pick = info.data.get("pick")
+        if v is not None and pick is not None and pick != "judge":
+            raise ValueError(f"only used with pick: judge (pick is '{pick}')")
+        return v
+
+    @field_validator("min_answers")
+    @classmethod
+    def _min_answers_reachable(cls, v: int, info: ValidationInfo) -> int:
+        models = info.data.get("models")
+        if isinstance(models, list) and v > len(models):
+            raise ValueError(f"{v} answers cannot come from {len(models)} models")
+        return v
+
+
 class RouteFile(_Strict):
     """One `routes/<name>.yaml`."""
 
@@ -61,6 +99,15 @@ class RouteFile(_Strict):
     system_prompt: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     rules: list[RuleSpec] = Field(default_factory=list)
+    parallel: ParallelSpec | None = None
+
+    @field_validator("parallel")
+    @classmethod
+    def _judge_named(cls, v: ParallelSpec | None) -> ParallelSpec | None:
+        if v is not None and v.pick == "judge" and v.judge_model is None:
+            raise ValueError("pick: judge needs judge_model (a catalogue key), or choose "
+                             "another pick: longest, first, or a picker registered in code")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -205,6 +252,7 @@ class Route:
     metadata: dict[str, Any]
     file: Path
     rules: tuple[RuleSpec, ...] = ()
+    parallel: ParallelSpec | None = None
 
     def content_hash(self) -> str:
         """Hash of what the index depends on: the name and the (normalised) utterances (not
@@ -331,6 +379,7 @@ def _load_route_file(path: Path, problems: list[str], invalid: set[str]) -> Rout
         metadata=dict(spec.metadata),
         file=path,
         rules=tuple(spec.rules),
+        parallel=spec.parallel,
     )
 
 
@@ -357,12 +406,18 @@ def _cross_checks(routes: list[Route], cat: CatalogueFile, cat_path: Path,
                                 f"'{text}' {where}")
             else:
                 seen_utts[key] = (r, text)
+        keyed = [("model", key) for key in r.models]
+        if r.parallel is not None:
+            keyed += [("parallel.models", key) for key in r.parallel.models]
+            if r.parallel.judge_model is not None:
+                keyed.append(("parallel.judge_model", r.parallel.judge_model))
         for profile_name, models in cat.profiles.items():
-            for key in r.models:
+            for field_name, key in keyed:
                 if key not in models:
                     problems.append(
-                        f"{r.file}: route '{r.name}': field 'model': '{key}' is not in profile "
-                        f"'{profile_name}' of {cat_path} (known: {', '.join(sorted(models))})")
+                        f"{r.file}: route '{r.name}': field '{field_name}': '{key}' is not in "
+                        f"profile '{profile_name}' of {cat_path} "
+                        f"(known: {', '.join(sorted(models))})")
     s = cat.router
     if s.default_route is not None and s.default_route not in {*seen_names, *invalid}:
         problems.append(f"{cat_path}: field 'router.default_route': no route named "

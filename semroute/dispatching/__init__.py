@@ -1,9 +1,9 @@
 """From decision to answer: the route's model chain with retries, failover and cooldowns.
 
-Modules: `dispatcher` (Dispatcher), `chain` (the failover plan), `sticky` (stickiness glue),
-`response` (Response and its stream's life), `attempts`, `cooldowns`, `messages` (what is
-routed on), `trace_record`, `state` (what a router's dispatches share) and `api`
-(module-level dispatch()/adispatch()).
+Modules: `dispatcher` (Dispatcher), `chain` (the failover plan), `parallel` (parallel-then-
+pick), `sticky` (stickiness glue), `response` (Response and its stream's life), `attempts`,
+`cooldowns`, `messages` (what is routed on), `trace_record`, `state` (what a router's
+dispatches share) and `api` (module-level dispatch()/adispatch()).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from semroute.dispatching.attempts import Attempt
 from semroute.dispatching.cooldowns import Cooldowns
 from semroute.dispatching.dispatcher import Dispatcher
 from semroute.dispatching.messages import latest_user_turn
+from semroute.dispatching.parallel import ParallelCall, ParallelOutcome, Picker
 from semroute.dispatching.response import Response
 from semroute.dispatching.state import DispatchState
 
@@ -21,6 +22,9 @@ __all__ = [
     "Cooldowns",
     "DispatchState",
     "Dispatcher",
+    "ParallelCall",
+    "ParallelOutcome",
+    "Picker",
     "Response",
     "adispatch",
     "dispatch",

@@ -10,7 +10,8 @@ from semroute.errors import ErrorScope
 @dataclass(frozen=True)
 class Attempt:
     """One call to one model: which model, which try, how long, and if it failed, why (the HTTP
-    status, the scrubbed error text, and how far the failure reached: `scope`)."""
+    status, the scrubbed error text, and how far the failure reached: `scope`). On parallel
+    routes, `picked` marks the answer returned and `judge` the judge's calls."""
 
     model_key: str
     provider: str
@@ -21,3 +22,5 @@ class Attempt:
     status: int | None = None
     error: str | None = None
     scope: ErrorScope | None = None
+    picked: bool = False
+    judge: bool = False

@@ -18,11 +18,13 @@ from semroute.config import ModelSpec, StickinessSettings
 from semroute.dispatching.chain import Answered, call_chain
 from semroute.dispatching.cooldowns import Cooldowns
 from semroute.dispatching.messages import as_messages, latest_user_turn
+from semroute.dispatching.parallel import Picker, ask_in_parallel, missing_picker
 from semroute.dispatching.response import Response, Settle
 from semroute.dispatching.state import DispatchState
 from semroute.dispatching.sticky import place, record
 from semroute.dispatching.trace_record import trace_record
-from semroute.errors import AllModelsFailedError, NoRouteError, ProviderError
+from semroute.errors import AllModelsFailedError, ConfigError, NoRouteError, ProviderError
+from semroute.policies import Placement
 from semroute.providers import (
     Completion,
     Message,
@@ -42,17 +44,26 @@ class Dispatcher:
     """Decides and calls models for one `Router`.
 
     Its `state` (cooldowns, provider adapters, the trace writer) may be shared with other
-    Dispatchers of the same router, as `semroute.dispatch()` does.
+    Dispatchers of the same router, as `semroute.dispatch()` does. `pickers` are the answer
+    pickers parallel routes may name (`parallel.pick`), registered in code: given them, every
+    route's pick is checked at once (else on first use).
     """
 
     def __init__(self, router: Router, *, trace: TraceSink | str | Path | None = None,
                  include_query: bool | None = None, rng: random.Random | None = None,
                  state: DispatchState | None = None, store: Store | None = None,
-                 stickiness: StickinessSettings | None = None) -> None:
+                 stickiness: StickinessSettings | None = None,
+                 pickers: Mapping[str, Picker] | None = None) -> None:
         if state is not None and (trace, include_query, rng, store, stickiness) != (None,) * 5:
             raise ValueError("pass either `state` or trace/include_query/rng/store/stickiness, "
                              "not both")
         self.router = router
+        self.pickers: dict[str, Picker] = dict(pickers or {})
+        if pickers is not None:
+            problems = [x for r in router.routes.routes
+                        if (x := missing_picker(r, self.pickers)) is not None]
+            if problems:
+                raise ConfigError(problems)
         self.state = state or DispatchState.create(router.routes.settings, trace=trace,
                                                    include_query=include_query, rng=rng,
                                                    store=store, stickiness=stickiness)
@@ -125,6 +136,9 @@ class Dispatcher:
         route = placed.route
         system_text = "\n\n".join(x for x in (route.system_prompt, system) if x) or None
         call_kwargs = dict(kwargs, system=system_text, max_tokens=max_tokens)
+        if route.parallel is not None and not stream:  # streams use the `model` chain
+            return (yield from self._parallel(request_id, decision, placed, messages, turn,
+                                              call_kwargs, latency, redact))
         t_model = time.perf_counter()
         try:
             answered = yield from call_chain(route.name, placed.chain, self._spec, messages,
@@ -144,6 +158,36 @@ class Dispatcher:
         r.route, r.sticky = route.name, placed.sticky
         if r.stream_state == "complete":
             yield from settle(r, None, None)
+        return r
+
+    def _parallel(self, request_id: str, decision: Decision, placed: Placement,
+                  messages: list[Message], turn: str, call_kwargs: dict[str, Any],
+                  latency: dict[str, float], redact: tuple[str, ...]) -> Plan[Response]:
+        """A parallel route: ask its models at once, pick one answer (`parallel.py`)."""
+        route, t_model = placed.route, time.perf_counter()
+        try:
+            picked = yield from ask_in_parallel(route, self._spec, messages, call_kwargs, turn,
+                                                self.state, self.router.routes.settings,
+                                                self.pickers)
+        except AllModelsFailedError as exc:
+            exc.request_id = request_id
+            yield from self._write(trace_record(
+                request_id, decision, exc.attempts, latency, error="all models failed",
+                include_query=self.include_query, sticky=placed.sticky), redact)
+            raise
+        record(self.state.stickiness, placed, picked.spec.key)
+        latency["model"] = (time.perf_counter() - t_model) * 1e3
+        latency["total"] = sum(latency.values())
+        spec, done = picked.spec, picked.completion
+        r = Response(
+            request_id=request_id, route=route.name, model_key=spec.key, model=spec.model,
+            provider=spec.provider, text=done.text, usage=picked.usage,
+            cost_usd=picked.cost_usd, finish_reason=done.finish_reason, latency_ms=latency,
+            attempts=picked.attempts, decision=decision, sticky=placed.sticky,
+            parallel=picked.outcome)
+        yield from self._write(trace_record(
+            request_id, decision, r.attempts, latency, response=r,
+            include_query=self.include_query, sticky=r.sticky), redact)
         return r
 
     def _response(self, request_id: str, decision: Decision, answered: Answered,

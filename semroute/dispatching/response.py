@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from semroute.dispatching.attempts import Attempt
+from semroute.dispatching.parallel import ParallelOutcome
 from semroute.errors import ProviderError
 from semroute.providers import AsyncStream, Completion, Plan, Stream, Usage, run_async, run_sync
 from semroute.routing import Decision
@@ -33,6 +34,10 @@ class Response:
     `async with` block closes the stream (releasing its connection) and traces what arrived;
     `stream_state` says how it ended: "complete", "closed early" or "interrupted" (a
     `StreamInterruptedError` was raised). Without streaming, iterating yields the whole text.
+
+    On a parallel route (README "Parallel-then-pick"), `parallel` says which models were asked,
+    which answered and which was picked and why; `usage` and `cost_usd` then sum every call
+    (the judge's too), and the model fields name the picked model.
     """
 
     request_id: str
@@ -49,6 +54,7 @@ class Response:
     decision: Decision
     stream_state: StreamState = "complete"
     sticky: dict[str, Any] | None = None
+    parallel: ParallelOutcome | None = None
     _stream: Stream | AsyncStream | None = field(default=None, repr=False)
     _settle: Settle | None = field(default=None, repr=False)
     _opened: float = field(default_factory=time.perf_counter, repr=False)

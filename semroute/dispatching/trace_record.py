@@ -25,7 +25,8 @@ def trace_record(
 ) -> dict[str, Any]:
     """One trace line. `response` is None when no model answered; `stream` is
     `{"state", "chunks", "chars"}` for streamed answers; `sticky` says how stickiness changed
-    the decision's route or model (hashed ids only), and `route` is then the route served."""
+    the decision's route or model (hashed ids only), and `route` is then the route served;
+    `parallel` is how a parallel route's answer was picked (`ParallelOutcome.to_dict()`)."""
     c = decision.classifier
     record: dict[str, Any] = {
         "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -55,6 +56,7 @@ def trace_record(
         "stream": stream,
         "error": error,
         "sticky": sticky,
+        "parallel": response.parallel.to_dict() if response and response.parallel else None,
     }
     if sticky is not None:
         record["route"] = sticky["to_route"]

@@ -21,6 +21,7 @@ from semroute.providers.base import Completion, Provider
 from semroute.providers.effects import (
     ModelCall,
     Offload,
+    Parallel,
     Plan,
     Sleep,
     completed,
@@ -39,6 +40,7 @@ __all__ = [
     "ModelCall",
     "ModelSpec",
     "Offload",
+    "Parallel",
     "Plan",
     "Provider",
     "ProviderError",

@@ -1,12 +1,14 @@
 """Sync and async share one implementation: logic that talks to models is written once as a
-*plan*, a generator that yields effects (call a model, sleep, do blocking work) and receives
-their outcomes. `run_sync` and `run_async` are the only two places that perform them."""
+*plan*, a generator that yields effects (call a model, sleep, do blocking work, run plans at
+once) and receives their outcomes. `run_sync` and `run_async` are the only two places that
+perform them."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -44,7 +46,17 @@ class Offload:
     fn: Callable[[], Any]
 
 
-Effect = ModelCall | Sleep | Offload
+@dataclass(frozen=True)
+class Parallel:
+    """Run several plans at once: `run_sync` drives each in its own worker thread, `run_async`
+    gathers them on the event loop. The outcome is a list in the plans' order holding each
+    plan's return value, or the exception it raised (one failing plan never stops the others;
+    the caller decides what a failure means)."""
+
+    plans: tuple[Plan[Any], ...]
+
+
+Effect = ModelCall | Sleep | Offload | Parallel
 Plan = Generator[Effect, Any, T]
 
 
@@ -81,6 +93,13 @@ async def run_async(plan: Plan[T]) -> T:
 
 
 def _perform_sync(effect: Effect) -> Any:
+    if isinstance(effect, Parallel):
+        if not effect.plans:
+            return []
+        with ThreadPoolExecutor(max_workers=len(effect.plans),
+                                thread_name_prefix="semroute-parallel") as pool:
+            futures = [pool.submit(run_sync, plan) for plan in effect.plans]
+            return [f.exception() or f.result() for f in futures]
     if isinstance(effect, Sleep):
         time.sleep(effect.seconds)
         return None
@@ -95,6 +114,13 @@ def _perform_sync(effect: Effect) -> Any:
 
 
 async def _perform_async(effect: Effect) -> Any:
+    if isinstance(effect, Parallel):
+        results = await asyncio.gather(*(run_async(plan) for plan in effect.plans),
+                                       return_exceptions=True)
+        for r in results:  # cancellation and the like are not outcomes: they propagate
+            if isinstance(r, BaseException) and not isinstance(r, Exception):
+                raise r
+        return list(results)
     if isinstance(effect, Sleep):
         await asyncio.sleep(effect.seconds)
         return None
