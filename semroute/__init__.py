@@ -26,6 +26,7 @@ _EXPORTS = {
     "ClassifierCall": "semroute.routing",
     "Decision": "semroute.routing",
     "Neighbour": "semroute.routing",
+    "TurnWeight": "semroute.routing",
     "Router": "semroute.routing",
     "load_router": "semroute.routing",
     "Attempt": "semroute.dispatching",
@@ -80,6 +81,7 @@ __all__ = [
     "SemrouteError",
     "StaleIndexError",
     "StreamInterruptedError",
+    "TurnWeight",
     "__version__",
     "adispatch",
     "build_index",
@@ -125,4 +127,12 @@ if TYPE_CHECKING:
         StreamInterruptedError,
     )
     from semroute.index import BuildReport, build_index
-    from semroute.routing import Candidate, ClassifierCall, Decision, Neighbour, Router, load_router
+    from semroute.routing import (
+        Candidate,
+        ClassifierCall,
+        Decision,
+        Neighbour,
+        Router,
+        TurnWeight,
+        load_router,
+    )

@@ -96,7 +96,7 @@ class Dispatcher:
         request_id = uuid.uuid4().hex
         messages = as_messages(request)
         turn = latest_user_turn(messages)
-        decision = yield from self.router.decide_plan(turn)
+        decision = yield from self.router.decide_plan(messages)  # the latest turn, in context
         latency = {"decide": (time.perf_counter() - t0) * 1e3}
         redact = (turn, decision.query)
         if decision.route is None:

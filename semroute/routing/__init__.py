@@ -9,6 +9,7 @@ from semroute.routing.decision import (
     Decision,
     Method,
     Neighbour,
+    TurnWeight,
 )
 from semroute.routing.matcher import (
     Matcher,
@@ -16,7 +17,7 @@ from semroute.routing.matcher import (
     prepare_query,
     resolve_thresholds,
 )
-from semroute.routing.router import Router, load_router
+from semroute.routing.router import Request, Router, load_router
 
 __all__ = [
     "Candidate",
@@ -26,8 +27,10 @@ __all__ = [
     "Matcher",
     "Method",
     "Neighbour",
+    "Request",
     "Router",
     "Thresholds",
+    "TurnWeight",
     "load_router",
     "prepare_query",
     "resolve_thresholds",

@@ -48,12 +48,25 @@ class ClassifierCall:
 
 
 @dataclass(frozen=True)
+class TurnWeight:
+    """One conversation turn that counted in a decision: its position in the messages, its
+    role, its weight in the combined route scores and the route it points to on its own."""
+
+    turn: int
+    role: str
+    weight: float
+    route: str | None
+
+
+@dataclass(frozen=True)
 class Decision:
     """Where a query goes and why.
 
     `route` is None when nothing decided (method "undecided"): the index found no route
     clearing the thresholds and no classifier or default route took it.
     `timings_ms` has one entry per stage that ran (normalise, encode, search, score, classify).
+    `context` lists the turns that counted when a follow-up was routed in the context of the
+    conversation (empty when the latest user turn was routed on its own).
     """
 
     query: str
@@ -69,6 +82,7 @@ class Decision:
     truncated: bool = False
     classifier: ClassifierCall | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    context: tuple[TurnWeight, ...] = ()
 
     @property
     def total_ms(self) -> float:

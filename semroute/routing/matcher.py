@@ -13,7 +13,7 @@ import numpy as np
 from semroute.config import RouteSet, normalise_text
 from semroute.encoders import Encoder, QueryCache
 from semroute.errors import QueryError
-from semroute.index import Calibration, RouteIndex, score_query
+from semroute.index import Calibration, RouteIndex, Scored, score_query
 from semroute.routing.decision import Candidate, Decision, Method, Neighbour
 
 if TYPE_CHECKING:
@@ -110,16 +110,30 @@ class Matcher:
                  sims: NDArray[np.float32], ids: NDArray[np.int64],
                  query: NDArray[np.float32]) -> Decision:
         t0 = time.perf_counter()
+        scored = score_query(sims, ids, query, self.index.labels, self.index.stats)
+        return self.decide_scored(text, truncated, timings, scored, [(sims, ids)], t0)
+
+    def decide_scored(self, text: str, truncated: bool, timings: dict[str, float],
+                      scored: Scored, hits: Sequence[tuple[NDArray[np.float32],
+                                                           NDArray[np.int64]]],
+                      t0: float) -> Decision:
+        """Apply the thresholds to route scores; `hits` are the kNN rows the nearest
+        utterances shown are drawn from (the query's, or every turn's that counted)."""
         idx = self.index
-        scored = score_query(sims, ids, query, idx.labels, idx.stats)
         shown = scored.order[:CANDIDATES_SHOWN].tolist()
         near: dict[int, list[Neighbour]] = {r: [] for r in shown}
-        valid = ids >= 0
-        for sim, v, r in zip(sims[valid].tolist(), ids[valid].tolist(),
-                             idx.labels[ids[valid]].tolist(), strict=True):
-            hits = near.get(r)
-            if hits is not None and len(hits) < NEIGHBOURS_SHOWN:
-                hits.append(Neighbour(idx.texts[v], round(sim, 6)))
+        pairs: list[tuple[float, int]] = []
+        for sims, ids in hits:
+            valid = ids >= 0
+            pairs += zip(sims[valid].tolist(), ids[valid].tolist(), strict=True)
+        if len(hits) > 1:
+            pairs.sort(key=lambda p: -p[0])
+        seen: set[int] = set()
+        for sim, v in pairs:
+            hits_r = near.get(int(idx.labels[v]))
+            if hits_r is not None and len(hits_r) < NEIGHBOURS_SHOWN and v not in seen:
+                seen.add(v)
+                hits_r.append(Neighbour(idx.texts[v], round(sim, 6)))
         scores = scored.scores[shown].tolist()
         candidates = tuple(
             Candidate(route=idx.route_names[r], score=round(score, 6), neighbours=tuple(near[r]))

@@ -1,4 +1,4 @@
-"""`Router`: the loaded route set, index and encoder, answering `route(query) -> Decision`."""
+"""`Router`: the route set, index and encoder, answering `route(query or messages)`."""
 
 from __future__ import annotations
 
@@ -12,10 +12,17 @@ from semroute.config import RouteSet, load_routes
 from semroute.errors import CalibrationWarning
 from semroute.index import Calibration, RouteIndex
 from semroute.index.calibration import CalibrationStatus, StalePolicy, calibration_for
-from semroute.providers import Offload, Plan, run_async, run_sync
+from semroute.providers import Message, Offload, Plan, run_async, run_sync
 from semroute.routing.classifier import Classifier, to_default
+from semroute.routing.conversation import (
+    conversation_turns,
+    match_conversation,
+    recent_user_turns,
+)
 from semroute.routing.decision import Decision
 from semroute.routing.matcher import Matcher, resolve_thresholds
+
+Request = str | Sequence[Message]  # a query, or chat messages routed on their latest user turn
 
 
 class Router:
@@ -68,43 +75,64 @@ class Router:
         return cls(route_set, idx, matcher, clf, calibration=calibration,
                    calibration_status=status)
 
-    def route(self, query: str, *, use_classifier: bool = True) -> Decision:
-        """Where one query goes, and why."""
-        return self.route_batch([query], use_classifier=use_classifier)[0]
+    def route(self, request: Request, *, use_classifier: bool = True) -> Decision:
+        """Where one query (a string) or conversation (chat messages) goes, and why."""
+        return self.route_batch([request], use_classifier=use_classifier)[0]
 
-    def route_batch(self, queries: Sequence[str], *,
+    def route_batch(self, requests: Sequence[Request], *,
                     use_classifier: bool = True) -> list[Decision]:
-        """Decisions for many queries at once (one encoder call, one search).
+        """Decisions for many queries at once (one encoder call, one search for the strings;
+        conversations are decided one by one, their earlier turns from the query cache).
 
-        With `use_classifier`, queries the index leaves undecided go to the fallback
+        With `use_classifier`, requests the index leaves undecided go to the fallback
         classifier (when configured) and then to the default route; without it they stay
         "undecided" (index only, no model call).
         """
-        decisions = self.matcher.match_batch(queries)
+        strings = [(i, r) for i, r in enumerate(requests) if isinstance(r, str)]
+        found: list[tuple[Decision, list[str]] | None] = [None] * len(requests)
+        for (i, _), d in zip(strings, self.matcher.match_batch([r for _, r in strings]),
+                             strict=True):
+            found[i] = (d, [])
+        for i, r in enumerate(requests):
+            if found[i] is None:
+                found[i] = self.match(r)
+        pairs = [f for f in found if f is not None]
         if not use_classifier:
-            return decisions
-        return [run_sync(self.resolve_plan(d)) if d.method == "undecided" else d
-                for d in decisions]
+            return [d for d, _ in pairs]
+        return [run_sync(self.resolve_plan(d, recent)) if d.method == "undecided" else d
+                for d, recent in pairs]
 
-    async def aroute(self, query: str, *, use_classifier: bool = True) -> Decision:
+    async def aroute(self, request: Request, *, use_classifier: bool = True) -> Decision:
         """Async `route`: encoding and search run in a worker thread, the classifier call is
         awaited, so the event loop keeps serving meanwhile."""
-        return await run_async(self.decide_plan(query, use_classifier=use_classifier))
+        return await run_async(self.decide_plan(request, use_classifier=use_classifier))
 
-    def decide_plan(self, query: str, *, use_classifier: bool = True) -> Plan[Decision]:
-        """The whole decision for one query as a plan (index, then the fallback). The index
-        part is CPU work: `run_sync` does it inline, `run_async` in a worker thread."""
-        decision: Decision = yield Offload(partial(self.matcher.match, query))
+    def match(self, request: Request) -> tuple[Decision, list[str]]:
+        """The index's decision for a query or a conversation's latest user turn (in context
+        when it is a follow-up), and the recent user turns a classifier should see."""
+        if isinstance(request, str):
+            return self.matcher.match(request), []
+        decision = match_conversation(self.matcher, request)
+        recent = recent_user_turns(conversation_turns(request))
+        return decision, recent if len(recent) > 1 else []
+
+    def decide_plan(self, request: Request, *, use_classifier: bool = True) -> Plan[Decision]:
+        """The whole decision for one query or conversation as a plan (index, then the
+        fallback). The index part is CPU work: `run_sync` inline, `run_async` in a thread."""
+        found: tuple[Decision, list[str]] = yield Offload(partial(self.match, request))
+        decision, recent = found
         if not use_classifier or decision.method != "undecided":
             return decision
-        return (yield from self.resolve_plan(decision))
+        return (yield from self.resolve_plan(decision, recent))
 
-    def resolve_plan(self, decision: Decision) -> Plan[Decision]:
-        """What happens to an undecided decision: classifier, else the default route."""
+    def resolve_plan(self, decision: Decision,
+                     recent: Sequence[str] = ()) -> Plan[Decision]:
+        """What happens to an undecided decision: classifier (shown the `recent` user turns
+        of a conversation, oldest first), else the default route."""
         default = self.routes.settings.default_route
         if self.classifier is None:
             return to_default(decision, default, "no classifier configured")
-        return (yield from self.classifier.plan(decision, default))
+        return (yield from self.classifier.plan(decision, default, recent))
 
 
 def load_router(routes: str | Path | RouteSet = "routes", index: str | Path = "indexes/default",
