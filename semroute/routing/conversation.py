@@ -198,8 +198,10 @@ def _weights(turns: Sequence[Turn], prepared: Sequence[tuple[str, bool]],
             out[j] = ASSISTANT_WEIGHT * DECAY ** (back + 1)
             continue
         back += 1
+        if is_reply(prepared[j][0]):
+            continue  # an earlier reply ("yes", "why?") says nothing of the topic by itself
         out[j] = DECAY ** back
         route = names[int(s.order[0])]
-        if th.check(route, s.confidence, s.margin) is None and not is_reply(prepared[j][0]):
+        if th.check(route, s.confidence, s.margin) is None:
             break
     return out
