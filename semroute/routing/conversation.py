@@ -18,18 +18,14 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from semroute.errors import QueryError
-from semroute.index import Scored, score_query
+from semroute.index import Scored
 from semroute.providers import Message, message_text
 from semroute.routing.decision import Decision, TurnWeight
 from semroute.routing.matcher import Matcher, prepare_query
-
-if TYPE_CHECKING:
-    from numpy.typing import NDArray
 
 DECAY = 0.85
 ASSISTANT_WEIGHT = 0.5
@@ -105,45 +101,36 @@ def recent_user_turns(turns: Sequence[Turn]) -> list[str]:
             for u in users]
 
 
-def match_conversation(matcher: Matcher, messages: Sequence[Message]) -> Decision:
+def match_conversation(matcher: Matcher,
+                       messages: Sequence[Message]) -> tuple[Decision, list[str]]:
     """The index's decision for the latest user turn, in the context of the turns before it
-    when it does not stand on its own. Earlier turns' vectors come from the query cache."""
-    turns = window(conversation_turns(messages))
+    when it does not stand on its own, and the recent user turns a classifier should see.
+    Earlier turns' scores come from the matcher's LRU, so only a new turn is encoded."""
+    every = conversation_turns(messages)
+    recent = recent_user_turns(every)
+    turns = window(every)
     t0 = time.perf_counter()
     prepared = [prepare_query(t.text, matcher.max_chars) for t in turns]
-    t1 = time.perf_counter()
-    vecs, _ = matcher.cache.encode([q for q, _ in prepared])
-    t2 = time.perf_counter()
-    if len(turns) == 1:
-        sims, ids = matcher.index.search(vecs, matcher.top_k)
-        timings = {"normalise": (t1 - t0) * 1e3, "encode": (t2 - t1) * 1e3,
-                   "search": (time.perf_counter() - t2) * 1e3}
-        t3 = time.perf_counter()
-        scored = score_query(sims[0], ids[0], vecs[0], matcher.index.labels,
-                             matcher.index.stats)
-        return matcher.decide_scored(prepared[0][0], prepared[0][1], timings, scored,
-                                     [(sims[0], ids[0])], t3)
-    return _in_context(matcher, turns, prepared, vecs, {"normalise": (t1 - t0) * 1e3,
-                                                        "encode": (t2 - t1) * 1e3})
-
-
-def _in_context(matcher: Matcher, turns: list[Turn], prepared: list[tuple[str, bool]],
-                vecs: NDArray[np.float32], timings: dict[str, float]) -> Decision:
-    """Score every turn of the window, then combine them if the latest is a follow-up."""
+    timings = {"normalise": (time.perf_counter() - t0) * 1e3}
+    rows, stage = matcher.score_turns([q for q, _ in prepared])
+    timings.update(encode=stage["encode"], search=stage["search"])
+    t3 = time.perf_counter() - stage["score"] / 1e3  # the scoring counts in "score"
     idx, th = matcher.index, matcher.thresholds
-    t2 = time.perf_counter()
-    sims, ids = idx.search(vecs, matcher.top_k)
-    timings["search"] = (time.perf_counter() - t2) * 1e3
-    t3 = time.perf_counter()
-    scored = [score_query(s, i, v, idx.labels, idx.stats)
-              for s, i, v in zip(sims, ids, vecs, strict=True)]
+    scored = [r[0] for r in rows]
     own, last = scored[-1], len(turns) - 1
     text, truncated = prepared[-1]
-    alone = matcher.decide_scored(text, truncated, timings, own, [(sims[-1], ids[-1])], t3)
+
+    def alone() -> tuple[Decision, list[str]]:
+        return (matcher.decide_scored(text, truncated, timings, own, [rows[-1][1:]], t3),
+                recent if len(recent) > 1 else [])
+
+    rejected = matcher.rejects(own)
     reply = is_reply(text)
-    if alone.method == "index" and not reply:
-        return alone
+    if len(turns) == 1 or (rejected is None and not reply):
+        return alone()
     weights = _weights(turns, prepared, scored, matcher)
+    if not weights:
+        return alone()
     total = sum(weights.values())
     combined = own.scores.astype(np.float64)
     has = own.has_neighbour.copy()
@@ -153,11 +140,11 @@ def _in_context(matcher: Matcher, turns: list[Turn], prepared: list[tuple[str, b
     combined /= 1.0 + total
     best = int(np.argmax(np.where(has, combined, -np.inf)))
     own_best = int(own.order[0])
-    if best == own_best and alone.method == "index":
-        return alone  # the context agrees with a confident turn
+    if best == own_best and rejected is None:
+        return alone()  # the context agrees with a confident turn
     if (not reply and own.confidence >= th.score - SWITCH_BELOW_THRESHOLD
             and own.scores[own_best] - own.scores[best] > SWITCH_GAP):
-        return alone  # the turn points clearly elsewhere: a topic switch
+        return alone()  # the turn points clearly elsewhere: a topic switch
     others = np.argsort(-combined, kind="stable")
     order = np.concatenate(([best], others[others != best]))
     runner_up = float(combined[order[1]]) if len(order) > 1 else 0.0
@@ -166,7 +153,7 @@ def _in_context(matcher: Matcher, turns: list[Turn], prepared: list[tuple[str, b
                    max(float(combined[best]) - runner_up, 0.0))
     used = [last, *sorted(weights, reverse=True)]
     decision = matcher.decide_scored(text, truncated, timings, mixed,
-                                     [(sims[j], ids[j]) for j in used], t3)
+                                     [rows[j][1:] for j in used], t3)
     names = idx.route_names
     context = tuple(TurnWeight(turns[j].index, turns[j].role,
                                round((1.0 if j == last else weights[j]) / (1.0 + total), 4),
@@ -175,10 +162,10 @@ def _in_context(matcher: Matcher, turns: list[Turn], prepared: list[tuple[str, b
                     for j in sorted(used))
     n_user = sum(1 for j in weights if turns[j].role == "user")
     n_asst = len(weights) - n_user
-    form = "a short reply" if reply else alone.reason
+    form = "a short reply" if reply else rejected
     why = (f"a follow-up ({form}), routed in context: the latest turn with "
            f"{n_user} earlier user turn(s) and {n_asst} assistant turn(s), decayed; ")
-    return replace(decision, context=context, reason=why + decision.reason)
+    return replace(decision, context=context, reason=why + decision.reason), recent
 
 
 def _weights(turns: Sequence[Turn], prepared: Sequence[tuple[str, bool]],

@@ -3,7 +3,9 @@ each route, take the margin between the best two, and decide or stay undecided."
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -21,6 +23,9 @@ if TYPE_CHECKING:
 
 NEIGHBOURS_SHOWN = 3
 CANDIDATES_SHOWN = 5
+TURN_SCORES_CACHED = 2048
+
+ScoredTurn = tuple[Scored, "NDArray[np.float32]", "NDArray[np.int64]"]  # scores, kNN sims, ids
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,38 @@ class Matcher:
         self.top_k = s.top_k
         self.max_chars = s.max_query_chars
         self.thresholds = thresholds or resolve_thresholds(routes, index)
+        self._turns: OrderedDict[str, ScoredTurn] = OrderedDict()
+        self._turns_lock = threading.Lock()
+
+    def score_turns(self, texts: Sequence[str]) -> tuple[list[ScoredTurn], dict[str, float]]:
+        """Route scores and kNN rows of prepared texts, e.g. a conversation's turns; those
+        seen recently come from a small LRU, so a live chat encodes and searches only its
+        newest turn. Also returns the encode/search/score times (ms)."""
+        out: dict[str, ScoredTurn] = {}
+        with self._turns_lock:
+            for t in texts:
+                hit = self._turns.get(t)
+                if hit is not None:
+                    self._turns.move_to_end(t)
+                    out[t] = hit
+        todo = [t for t in dict.fromkeys(texts) if t not in out]
+        t0 = time.perf_counter()
+        t1 = t2 = t0
+        if todo:
+            vecs, _ = self.cache.encode(todo)
+            t1 = time.perf_counter()
+            sims, ids = self.index.search(vecs, self.top_k)
+            t2 = time.perf_counter()
+            fresh = {t: (score_query(s, i, v, self.index.labels, self.index.stats), s, i)
+                     for t, s, i, v in zip(todo, sims, ids, vecs, strict=True)}
+            out.update(fresh)
+            with self._turns_lock:
+                self._turns.update(fresh)
+                while len(self._turns) > TURN_SCORES_CACHED:
+                    self._turns.popitem(last=False)
+        t3 = time.perf_counter()
+        return [out[t] for t in texts], {"encode": (t1 - t0) * 1e3, "search": (t2 - t1) * 1e3,
+                                         "score": (t3 - t2) * 1e3}
 
     def match(self, query: str) -> Decision:
         return self.match_batch([query])[0]
@@ -112,6 +149,15 @@ class Matcher:
         t0 = time.perf_counter()
         scored = score_query(sims, ids, query, self.index.labels, self.index.stats)
         return self.decide_scored(text, truncated, timings, scored, [(sims, ids)], t0)
+
+    def rejects(self, scored: Scored) -> str | None:
+        """Why the index would not decide on these scores alone (None: it would)."""
+        best = int(scored.order[0])
+        names = self.index.route_names
+        if not scored.has_neighbour[best]:
+            return "the index is empty"
+        runner_up = names[int(scored.order[1])] if len(scored.order) > 1 else None
+        return self.thresholds.check(names[best], scored.confidence, scored.margin, runner_up)
 
     def decide_scored(self, text: str, truncated: bool, timings: dict[str, float],
                       scored: Scored, hits: Sequence[tuple[NDArray[np.float32],

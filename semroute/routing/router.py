@@ -14,11 +14,7 @@ from semroute.index import Calibration, RouteIndex
 from semroute.index.calibration import CalibrationStatus, StalePolicy, calibration_for
 from semroute.providers import Message, Offload, Plan, run_async, run_sync
 from semroute.routing.classifier import Classifier, to_default
-from semroute.routing.conversation import (
-    conversation_turns,
-    match_conversation,
-    recent_user_turns,
-)
+from semroute.routing.conversation import match_conversation
 from semroute.routing.decision import Decision
 from semroute.routing.matcher import Matcher, resolve_thresholds
 
@@ -90,9 +86,10 @@ class Router:
         """
         strings = [(i, r) for i, r in enumerate(requests) if isinstance(r, str)]
         found: list[tuple[Decision, list[str]] | None] = [None] * len(requests)
-        for (i, _), d in zip(strings, self.matcher.match_batch([r for _, r in strings]),
-                             strict=True):
-            found[i] = (d, [])
+        if strings:
+            for (i, _), d in zip(strings, self.matcher.match_batch([r for _, r in strings]),
+                                 strict=True):
+                found[i] = (d, [])
         for i, r in enumerate(requests):
             if found[i] is None:
                 found[i] = self.match(r)
@@ -112,9 +109,7 @@ class Router:
         when it is a follow-up), and the recent user turns a classifier should see."""
         if isinstance(request, str):
             return self.matcher.match(request), []
-        decision = match_conversation(self.matcher, request)
-        recent = recent_user_turns(conversation_turns(request))
-        return decision, recent if len(recent) > 1 else []
+        return match_conversation(self.matcher, request)
 
     def decide_plan(self, request: Request, *, use_classifier: bool = True) -> Plan[Decision]:
         """The whole decision for one query or conversation as a plan (index, then the
