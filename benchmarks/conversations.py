@@ -220,6 +220,21 @@ def timing(router: Any, convs: Sequence[Conversation], samples: int,
 # ---------------------------------------------------------------- the benchmark
 
 
+def git_state() -> dict[str, Any]:
+    """The commit measured, and whether semroute/ had uncommitted changes at the time."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                                  timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"commit": git("rev-parse", "HEAD") or None,
+            "semroute_dirty": bool(git("status", "--porcelain", "--", "semroute"))}
+
+
 def _mean_std(raw: list[float | None]) -> dict[str, float | None]:
     values = [v for v in raw if v is not None]
     if not values:
@@ -315,7 +330,7 @@ def run_benchmark(cfg: Config, log: Log | None = None) -> dict[str, Any]:
     results = {
         "meta": {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                  "command": cfg.command, "wall_s": round(time.perf_counter() - started, 1),
-                 "machine": machine(), "encoder": ENCODER,
+                 "machine": machine(), "encoder": ENCODER, "git": git_state(),
                  "versions": machine_versions(("semroute-llm", "onnxruntime", "faiss-cpu",
                                                "numpy", "tokenizers")),
                  "rules": rules, "sgd": str(cfg.sgd), "mt_bench": str(cfg.mt_bench),
@@ -421,7 +436,16 @@ NOTES = """\
   query (a user turn's text, not yet in the query cache) and the newest user turn of a
   20-message window of an SGD dialogue (assistant turns included), routed after every earlier
   user turn of the window was routed, as a live chat does; each sample uses its own dialogue,
-  so the timed turn is never cached.
+  so the timed turn is never cached. A conversation-aware decision scores every turn of its
+  look-back window (up to 7 user turns and the assistant turns between them, their vectors
+  from the query cache) and the newest assistant message is new to the router as well, so it
+  encodes two texts where a single query encodes one.
+- The two tables differ where the context ranks the right route first but the mixed score
+  stays under the router's thresholds: the turn is undecided (with a classifier configured,
+  it goes to the classifier, which is shown the recent user turns).
+- The int8 encoder quantises activations per batch, so a text's vector, and a few decisions,
+  can differ slightly with the batch it is encoded in (seen as ~0.1-1 point between runs
+  that batch differently, e.g. `semroute eval --conversations` against this benchmark).
 """
 
 
@@ -439,6 +463,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{mach['os']}, Python {mach['python']}",
         f"- Versions: {vers}",
         f"- Encoder: {m['encoder']} (int8 ONNX, semroute's default backend), 1 thread",
+        *([f"- semroute commit: {g['commit'][:12]}"
+           + (" (semroute/ had uncommitted changes)" if g["semroute_dirty"] else "")]
+          if (g := m.get("git")) and g.get("commit") else []),
         f"- Data: {m['sgd']} ({m['conversations']} conversations), {m['mt_bench']}",
         "",
         "## Results",
