@@ -154,3 +154,10 @@ def test_the_classifier_judges_a_follow_up_with_the_recent_turns(
     sent = server.bodies[0]["messages"][-1]["content"]
     assert "write a python function to sort a list" in sent and "and now in rust" in sent
     assert sent.rstrip().endswith("why?")
+
+
+def test_a_turn_that_names_the_conversation_is_a_follow_up(router: Router) -> None:
+    q = "Explain your previous answer line by line"
+    assert router.route(q, use_classifier=False).route != "code_generation"
+    d = router.route(chat(OPENING, ANSWER, q), use_classifier=False)
+    assert d.route == "code_generation" and "refers to earlier turns" in d.reason

@@ -8,8 +8,9 @@ turns at `ASSISTANT_WEIGHT` of the user turn after them), walking back at most
 `LOOKBACK_USER_TURNS` user turns and stopping at the last turn that stood on its own. A turn
 that clearly points elsewhere (its own score near the threshold and well ahead of the route
 the context favours) keeps its own route: that is a topic switch, not a follow-up. A short
-turn that opens like a reply ("yes, do that", "why?", "thanks! and in rust?") is a follow-up
-even when the index is confident about it (it would match small talk), and never claims a switch.
+turn that opens like a reply ("yes, do that", "why?", "thanks! and in rust?") or one that names
+the conversation ("your previous response", "the above") is a follow-up even when the index is
+confident about it (it would match small talk), and never claims a switch.
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ REPLY_OPENERS = (
     "another",
 )
 _WORD = re.compile(r"[a-z']+")
+_REFERS_BACK = re.compile(
+    r"\b(your|the|my|that) (previous|earlier|last|above|original|first|second|third) "
+    r"(\w+ )?(response|answer|question|example|reply|message|point|option|version|code|one)s?\b"
+    r"|\byour (response|answer|reply)\b|\bprevious (question|answer|response)\b"
+    r"|\bthe above\b|\b(do|repeat) the same\b|\bcontinue from\b|\bbuilding on\b",
+    re.IGNORECASE)
 CLASSIFIER_TURNS = 3  # user turns the classifier sees for a follow-up
 CLASSIFIER_TURN_CHARS = 300
 
@@ -79,6 +86,12 @@ def is_reply(text: str) -> bool:
     """A short turn that opens like a reply to what came before: a follow-up by its form."""
     words = _WORD.findall(text.lower())
     return 0 < len(words) <= REPLY_MAX_WORDS and " ".join(words).startswith(REPLY_OPENERS)
+
+
+def refers_back(text: str) -> bool:
+    """A turn that names the conversation itself ("your previous response", "the above",
+    "do the same"): a follow-up whatever else it says."""
+    return _REFERS_BACK.search(text) is not None
 
 
 def window(turns: Sequence[Turn]) -> list[Turn]:
@@ -126,6 +139,9 @@ def match_conversation(matcher: Matcher,
 
     rejected = matcher.rejects(own)
     reply = is_reply(text)
+    form = "a short reply" if reply else "it refers to earlier turns" if refers_back(text) \
+        else rejected
+    reply = reply or refers_back(text)
     if len(turns) == 1 or (rejected is None and not reply):
         return alone()
     weights = _weights(turns, prepared, scored, matcher)
@@ -162,7 +178,6 @@ def match_conversation(matcher: Matcher,
                     for j in sorted(used))
     n_user = sum(1 for j in weights if turns[j].role == "user")
     n_asst = len(weights) - n_user
-    form = "a short reply" if reply else rejected
     why = (f"a follow-up ({form}), routed in context: the latest turn with "
            f"{n_user} earlier user turn(s) and {n_asst} assistant turn(s), decayed; ")
     return replace(decision, context=context, reason=why + decision.reason), recent
