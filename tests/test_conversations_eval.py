@@ -163,21 +163,11 @@ def tiny(write_routes: WriteRoutes, tmp_path: Path) -> tuple[Path, Path, Path]:
     return routes, index, write(tmp_path, HAND)
 
 
-def _supports_messages(router: Router) -> bool:
-    try:
-        router.route_batch([[{"role": "user", "content": "hi"}]],  # type: ignore[list-item]
-                           use_classifier=False)
-    except Exception:
-        return False
-    return True
-
-
 def test_real_router_last_turn_only_is_route_of_the_text(tiny: tuple[Path, Path, Path]) -> None:
     routes, index, data = tiny
     router = Router.load(routes, index, classifier=False)
     convs = load_conversations(data)
-    rules = (["conversation"] if _supports_messages(router) else []) + ["last_turn_only"]
-    res = evaluate_conversations(router, convs, rules=rules)
+    res = evaluate_conversations(router, convs)
     texts = [convs[t.conversation].turns[t.position].text for t in user_turns(convs)]
     assert [d.route for d in res.decisions["last_turn_only"]] == \
         [router.route(t, use_classifier=False).route for t in texts]
@@ -185,13 +175,17 @@ def test_real_router_last_turn_only_is_route_of_the_text(tiny: tuple[Path, Path,
     assert res.decisions["last_turn_only"][0].route == "code"
     m = res.by_rule["last_turn_only"]
     assert 0.0 <= m["accuracy"] <= 1.0 and m["first_turn_accuracy"] is not None
+    # in context: the same decisions as routing each turn's messages one at a time
+    asked = [convs[t.conversation].messages(t.position) for t in user_turns(convs)]
+    assert [d.route for d in res.decisions["conversation"]] == \
+        [router.route(m, use_classifier=False).route for m in asked]
+    # the first user turn has no context: the same decision as its text alone
+    assert res.decisions["conversation"][0].route == res.decisions["last_turn_only"][0].route
 
 
 def test_cli_json_and_table(tiny: tuple[Path, Path, Path], tmp_path: Path,
                             capsys: pytest.CaptureFixture[str]) -> None:
     routes, index, data = tiny
-    if not _supports_messages(Router.load(routes, index, classifier=False)):
-        pytest.skip("Router.route_batch does not take chat messages yet")
     args = ["eval", "--conversations", "--data", str(data), "--routes", str(routes),
             "--index", str(index)]
     assert main([*args, "--json"]) == 0
@@ -199,9 +193,11 @@ def test_cli_json_and_table(tiny: tuple[Path, Path, Path], tmp_path: Path,
     keys = {"accuracy", "followup_accuracy", "first_turn_accuracy"}
     assert keys <= set(d) and set(d["last_turn_only"]) == keys
     assert d["user_turns"] == 7 and d["followup_turns"] == 2 and d["first_turns"] == 5
-    assert main(args) == 0
+    assert main([*args, "--report", str(tmp_path / "rep")]) == 0
     out = capsys.readouterr().out
     assert "follow-ups" in out and "last turn only" in out and "in context" in out
+    saved = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert saved["user_turns"] == 7 and "follow-ups" in (tmp_path / "rep" / "report.md").read_text()
 
 
 def test_cli_bad_file_through_python_m(tiny: tuple[Path, Path, Path], tmp_path: Path) -> None:
