@@ -125,16 +125,15 @@ def match_conversation(matcher: Matcher,
     t0 = time.perf_counter()
     prepared = [prepare_query(t.text, matcher.max_chars) for t in turns]
     timings = {"normalise": (time.perf_counter() - t0) * 1e3}
-    rows, stage = matcher.score_turns([q for q, _ in prepared])
+    (own_row,), stage = matcher.score_turns([prepared[-1][0]])  # the newest turn first
     timings.update(encode=stage["encode"], search=stage["search"])
     t3 = time.perf_counter() - stage["score"] / 1e3  # the scoring counts in "score"
     idx, th = matcher.index, matcher.thresholds
-    scored = [r[0] for r in rows]
-    own, last = scored[-1], len(turns) - 1
+    own, last = own_row[0], len(turns) - 1
     text, truncated = prepared[-1]
 
     def alone() -> tuple[Decision, list[str]]:
-        return (matcher.decide_scored(text, truncated, timings, own, [rows[-1][1:]], t3),
+        return (matcher.decide_scored(text, truncated, timings, own, [own_row[1:]], t3),
                 recent if len(recent) > 1 else [])
 
     rejected = matcher.rejects(own)
@@ -143,7 +142,13 @@ def match_conversation(matcher: Matcher,
         else rejected
     reply = reply or refers_back(text)
     if len(turns) == 1 or (rejected is None and not reply):
-        return alone()
+        return alone()  # a standalone turn: earlier turns are not even looked at
+    earlier, more = matcher.score_turns([q for q, _ in prepared[:-1]])
+    timings.update(encode=timings["encode"] + more["encode"],
+                   search=timings["search"] + more["search"])
+    t3 = time.perf_counter() - (stage["score"] + more["score"]) / 1e3
+    rows = [*earlier, own_row]
+    scored = [r[0] for r in rows]
     weights = _weights(turns, prepared, scored, matcher)
     if not weights:
         return alone()
