@@ -32,8 +32,9 @@ WORD = re.compile(r"[a-z']+")
 
 def build(k: int, work: Path) -> Any:
     pools: dict[str, list[str]] = {}
-    for r in csv.DictReader(open(DATA / "routes_train.csv", encoding="utf-8")):
-        pools.setdefault(r["label"], []).append(r["text"])
+    with open(DATA / "routes_train.csv", encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            pools.setdefault(r["label"], []).append(r["text"])
     rd = work / "routes"
     rd.mkdir(parents=True, exist_ok=True)
     for p in rd.glob("*.yaml"):
@@ -64,7 +65,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/convcand"))
     a = ap.parse_args()
     router = build(a.k, a.work / f"k{a.k}")
-    rows = list(csv.DictReader(open(DATA / "conversations_dev.csv", encoding="utf-8")))
+    with open(DATA / "conversations_dev.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
     texts = sorted({r["text"] for r in rows})
     vix = {t: i for i, t in enumerate(texts)}
     m, idx = router.matcher, router.index
@@ -73,13 +75,13 @@ def main() -> None:
 
     def score(v: Any) -> list[Any]:
         sims, ids = idx.search(np.ascontiguousarray(v, dtype=np.float32), m.top_k)
-        return [score_query(s, i, q, idx.labels, idx.stats) for s, i, q in zip(sims, ids, v)]
+        return [score_query(s, i, q, idx.labels, idx.stats) for s, i, q in zip(sims, ids, v, strict=True)]
 
     sc = score(vecs)
     SC = np.stack([s.scores for s in sc])
     BEST = np.array([int(s.order[0]) for s in sc])
     CONF = np.array([s.confidence for s in sc])
-    OK = (CONF >= th.score) & (np.array([s.margin for s in sc]) >= th.margin)
+    OK = (th.score <= CONF) & (np.array([s.margin for s in sc]) >= th.margin)
 
     def reply(t: str) -> bool:
         w = WORD.findall(t.lower())
@@ -155,7 +157,7 @@ def main() -> None:
             for c in part:
                 turns = sorted(convs[c], key=lambda r: int(r["turn"]))
                 users = [t for t in turns if t["speaker"] == "user"]
-                for t, p in zip(users, fn(turns)):
+                for t, p in zip(users, fn(turns), strict=True):
                     g = hit[t["first_turn_of_domain"]]
                     g[0] += idx.route_names[p] == t["label"]
                     g[1] += 1
