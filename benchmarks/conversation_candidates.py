@@ -75,7 +75,8 @@ def main() -> None:
 
     def score(v: Any) -> list[Any]:
         sims, ids = idx.search(np.ascontiguousarray(v, dtype=np.float32), m.top_k)
-        return [score_query(s, i, q, idx.labels, idx.stats) for s, i, q in zip(sims, ids, v, strict=True)]
+        return [score_query(s, i, q, idx.labels, idx.stats)
+                for s, i, q in zip(sims, ids, v, strict=True)]
 
     sc = score(vecs)
     SC = np.stack([s.scores for s in sc])
