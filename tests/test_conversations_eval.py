@@ -147,6 +147,13 @@ def test_bad_files_name_file_line_and_column(tmp_path: Path, text: str, message:
         load_conversations(write(tmp_path, text))
 
 
+def test_speaker_in_any_case_extra_columns_and_blank_assistant_turns(tmp_path: Path) -> None:
+    convs = load_conversations(write(tmp_path, HEADER + "c1,1,USER,hi,greet,1\n"
+                                                         "c1,0,Assistant,,,\n"))
+    assert [(t.speaker, t.text) for t in convs[0].turns] == [("assistant", ""), ("user", "hi")]
+    assert convs[0].messages(1) == [{"role": "user", "content": "hi"}]
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found"):
         load_conversations(tmp_path / "nope.csv")

@@ -3,9 +3,9 @@ turns before it (`Router.route_batch` with chat messages) and, side by side, on 
 (last-turn-only, what a router without conversation support does).
 
 The data is a CSV with the columns `conversation_id,turn,speaker,text,label` (others are
-ignored): one row per turn, `speaker` `user` or `assistant`, `turn` an integer that orders
-the turns of a conversation (conversations may interleave in the file), `label` the route of
-a user turn (`oos` or `none`: no route should match; empty on assistant turns).
+ignored): one row per turn, `speaker` `user` or `assistant` (any case), `turn` an integer
+that orders the turns of a conversation (conversations may interleave in the file), `label`
+the route of a user turn (`oos` or `none`: no route should match; empty on assistant turns).
 
 Which turns count where:
 
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from semroute.config import normalise_text
 from semroute.errors import DataError
 from semroute.quality.evaluation import OOS, gold_label, predicted_label
 from semroute.routing import Decision
@@ -121,6 +122,7 @@ def load_conversations(path: str | Path, *, text_col: str = "text",
                 except ValueError:
                     raise _problem(path, line, cols["turn"],
                                    f"{turn_s!r} is not an integer") from None
+                speaker = speaker.lower()
                 if speaker not in SPEAKERS:
                     raise _problem(path, line, cols["speaker"],
                                    f"{speaker!r} is not 'user' or 'assistant'")
@@ -130,7 +132,7 @@ def load_conversations(path: str | Path, *, text_col: str = "text",
                                    f"{seen[cid, turn]}")
                 seen[cid, turn] = line
                 if speaker == "user":
-                    if not text:
+                    if not normalise_text(text):
                         raise _problem(path, line, cols["text"], "a user turn with no text")
                     if not label:
                         raise _problem(path, line, cols["label"], "a user turn with no label")
