@@ -433,10 +433,10 @@ NOTES = """\
   from the previous user turn's (a topic switch); **follow-ups**: user turns with the same
   label as the previous user turn ("Yes, that works. What's the cost?").
 - **last turn only**: each user turn routed on its own text. This is what the leading peer,
-  semantic-router, does: it has no conversation routing (it routes the text it is given; its
-  own examples pass the last user message), so this column is the peer's rule, run through
-  semroute's index for the same utterances and encoder. No peer routes on the conversation,
-  so there is no peer column for it.
+  semantic-router, does: it has no conversation routing (it routes the text it is given, so
+  a chat app hands it the last user message), and this column is the peer's rule, run
+  through semroute's index for the same utterances and encoder. No peer routes on the
+  conversation, so there is no peer column for it.
 - **previous user turn glued on**: the query is the previous user turn + " " + this turn, a
   naive baseline.
 - **conversation-aware**: `Router.route_batch` with the chat messages up to and including the
