@@ -26,6 +26,7 @@ _EXPORTS = {
     "ClassifierCall": "semroute.routing",
     "Decision": "semroute.routing",
     "Neighbour": "semroute.routing",
+    "TurnWeight": "semroute.routing",
     "Router": "semroute.routing",
     "RuleHit": "semroute.routing",
     "load_router": "semroute.routing",
@@ -84,6 +85,7 @@ __all__ = [
     "SemrouteError",
     "StaleIndexError",
     "StreamInterruptedError",
+    "TurnWeight",
     "__version__",
     "adispatch",
     "build_index",
@@ -143,5 +145,6 @@ if TYPE_CHECKING:
         Neighbour,
         Router,
         RuleHit,
+        TurnWeight,
         load_router,
     )

@@ -306,3 +306,23 @@ def test_cli_route_takes_metadata_and_shows_the_rule(example_routes: Path, examp
     assert "route   classification_extraction   (method: rule)" in out
     assert "rule    extraction_task of classification_extraction: metadata " \
            "'task_type=extraction'" in out
+
+
+def test_in_a_conversation_rules_see_the_latest_user_turn_then_context_takes_over(
+        router_with: Any) -> None:
+    """A rule fires on the newest user turn of chat messages (with the request's metadata);
+    when none fires, the conversation-aware index decides as it would without rules."""
+    r = router_with(code=[{"name": "sql", "any": ["sql"]}],
+                    greet=[{"name": "by_task", "metadata": {"task_type": "chat"}}])
+    chat = [{"role": "user", "content": "write a python function to sort a list"},
+            {"role": "assistant", "content": "def sort_list(xs): return sorted(xs)"},
+            {"role": "user", "content": "now the same as a SQL query please"}]
+    assert_rule_decision(r.route(chat), "code", "sql")
+    assert_rule_decision(r.route(chat[:2] + [{"role": "user", "content": "thanks"}],
+                                 metadata={"task_type": "chat"}), "greet", "by_task")
+    follow_up = chat[:2] + [{"role": "user", "content": "now make it faster"}]
+    plain = router_with().route(follow_up)
+    d = r.route(follow_up)
+    assert d.method != "rule" and d.rule is None
+    assert (d.route, d.method, d.context) == (plain.route, plain.method, plain.context)
+    assert "rules" in d.timings_ms

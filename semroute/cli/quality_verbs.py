@@ -25,6 +25,9 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("eval", help="measure routing quality on labelled data")
     p.add_argument("--data", required=True, metavar="FILE", help="CSV/JSONL with text,label")
+    p.add_argument("--conversations", action="store_true",
+                   help="FILE is a CSV of conversations (conversation_id,turn,speaker,text,"
+                        "label): score user turns in context and last-turn-only")
     routes_arg(p)
     index_arg(p)
     _data_args(p)
@@ -83,8 +86,55 @@ def _summary(result: Any) -> str:
     return "\n".join(lines)
 
 
+CONV_ROWS = (("all user turns", "accuracy", "user_turns"),
+             ("first turns", "first_turn_accuracy", "first_turns"),
+             ("follow-ups", "followup_accuracy", "followup_turns"))
+
+
+def _conversation_summary(d: dict[str, Any]) -> str:
+    def pct(v: Any) -> str:
+        return "–" if v is None else f"{v:.1%}"
+
+    last = d["last_turn_only"]
+    lines = [f"{d['conversations']} conversations, {d['user_turns']} user turns "
+             f"({d['first_turns']} first turns, {d['followup_turns']} follow-ups)", "",
+             f"{'user turns':<16}  {'turns':>6}  {'in context':>10}  {'last turn only':>14}"]
+    lines += [f"{name:<16}  {d[count]:>6}  {pct(d[key]):>10}  {pct(last[key]):>14}"
+              for name, key, count in CONV_ROWS]
+    if d["unknown_labels"]:
+        lines += ["", "labels that are not routes (scored as oos): " + ", ".join(
+            f"{k} ({v})" for k, v in d["unknown_labels"].items())]
+    return "\n".join(lines)
+
+
+def _eval_conversations(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from semroute.quality import evaluate_conversations, load_conversations
+    from semroute.routing import Router
+
+    convs = load_conversations(args.data, text_col=args.text_col, label_col=args.label_col)
+    router = Router.load(args.routes, args.index, profile=args.profile,
+                         classifier=args.with_classifier)
+    result = evaluate_conversations(router, convs, with_classifier=args.with_classifier)
+    result.info["data"] = str(args.data)
+    payload = result.to_dict()
+    text = _conversation_summary(payload)
+    if args.report is not None:
+        out = Path(args.report)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
+        (out / "report.md").write_text(f"# semroute eval --conversations: {args.data}\n\n"
+                                       f"```\n{text}\n```\n")
+    print(json.dumps(payload) if args.json else text)
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from datetime import datetime
+
+    if args.conversations:
+        return _eval_conversations(args)
 
     from semroute.quality import evaluate, load_labelled
     from semroute.quality.reporting import write_report

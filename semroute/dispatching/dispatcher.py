@@ -122,7 +122,8 @@ class Dispatcher:
         request_id = uuid.uuid4().hex
         messages = as_messages(request)
         turn = latest_user_turn(messages)
-        decision = yield from self.router.decide_plan(turn, metadata=metadata)
+        # the latest turn, in the context of the conversation; rules see request metadata
+        decision = yield from self.router.decide_plan(messages, metadata=metadata)
         latency = {"decide": (time.perf_counter() - t0) * 1e3}
         redact = (turn, decision.query)
         if decision.route is None:

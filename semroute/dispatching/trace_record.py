@@ -40,6 +40,8 @@ def trace_record(
         "rule": None if decision.rule is None else {  # what it matched is query text: not here
             "route": decision.rule.route, "rule": decision.rule.rule,
             "condition": decision.rule.condition},
+        "context": [{"turn": w.turn, "role": w.role, "weight": w.weight, "route": w.route}
+                    for w in decision.context],  # turns that counted for a follow-up
         "classifier": None if c is None else {
             "model": c.model, "answer": c.answer, "latency_ms": c.latency_ms,
             "input_tokens": c.input_tokens, "output_tokens": c.output_tokens,

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from semroute.quality.conversations import (
+    Conversation,
+    ConversationEval,
+    Turn,
+    evaluate_conversations,
+    load_conversations,
+)
 from semroute.quality.evaluation import (
     OOS,
     EvalResult,
@@ -31,12 +38,16 @@ from semroute.quality.linting import (
 
 __all__ = [
     "OOS",
+    "Conversation",
+    "ConversationEval",
     "EvalResult",
     "FitResult",
     "LabelledQuery",
     "LintFinding",
     "LintLimits",
+    "Turn",
     "evaluate",
+    "evaluate_conversations",
     "evaluate_with",
     "fit_thresholds",
     "gold_label",
@@ -44,6 +55,7 @@ __all__ = [
     "is_misroute",
     "lint",
     "lint_dir",
+    "load_conversations",
     "load_labelled",
     "predicted_label",
     "redecide",

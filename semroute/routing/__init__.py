@@ -10,6 +10,7 @@ from semroute.routing.decision import (
     Method,
     Neighbour,
     RuleHit,
+    TurnWeight,
 )
 from semroute.routing.matcher import (
     Matcher,
@@ -17,7 +18,7 @@ from semroute.routing.matcher import (
     prepare_query,
     resolve_thresholds,
 )
-from semroute.routing.router import Router, load_router
+from semroute.routing.router import Request, Router, load_router
 from semroute.routing.rules import CompiledRule, RuleOutcome, RuleSet
 
 __all__ = [
@@ -29,11 +30,13 @@ __all__ = [
     "Matcher",
     "Method",
     "Neighbour",
+    "Request",
     "Router",
     "RuleHit",
     "RuleOutcome",
     "RuleSet",
     "Thresholds",
+    "TurnWeight",
     "load_router",
     "prepare_query",
     "resolve_thresholds",

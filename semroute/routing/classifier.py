@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import replace
 
 from semroute.config import RouteSet
@@ -65,10 +66,13 @@ class Classifier:
             lines.append(f"- {name}: {r.description} Examples: {examples}")
         return SYSTEM.format(handlers="\n".join(lines))
 
-    def plan(self, decision: Decision, default_route: str | None) -> Plan[Decision]:
-        """Resolve an undecided decision: yields at most one model call."""
+    def plan(self, decision: Decision, default_route: str | None,
+             recent: Sequence[str] = ()) -> Plan[Decision]:
+        """Resolve an undecided decision: yields at most one model call. `recent` are the
+        conversation's last user turns (oldest first, the latest last) to judge it in."""
         names = self.candidates(decision)
-        key = (decision.query, tuple(names))
+        content = user_message(decision.query, recent)
+        key = (content, tuple(names))
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
@@ -78,7 +82,7 @@ class Classifier:
             return _resolved(decision, cached, call, default_route)
         t0 = time.perf_counter()
         outcome = completed((yield ModelCall(
-            self.provider, [{"role": "user", "content": decision.query}],
+            self.provider, [{"role": "user", "content": content}],
             {"system": self.system_prompt(names), "max_tokens": self.max_tokens,
              "labels": [*names, NONE_LABEL]})))
         latency = (time.perf_counter() - t0) * 1e3
@@ -98,6 +102,16 @@ class Classifier:
                 if len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
         return _resolved(decision, outcome.label, call, default_route)
+
+
+def user_message(query: str, recent: Sequence[str] = ()) -> str:
+    """What the classifier reads: the query, after the earlier turns of its conversation."""
+    earlier = list(recent[:-1])
+    if not earlier:
+        return query
+    lines = "\n".join(f"- {t}" for t in earlier)
+    return (f"Earlier messages of the user in this conversation (oldest first):\n{lines}\n\n"
+            f"Latest message (route this one, in that context):\n{query}")
 
 
 def _timed_out(error: ProviderError) -> bool:

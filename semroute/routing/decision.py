@@ -59,6 +59,17 @@ class RuleHit:
 
 
 @dataclass(frozen=True)
+class TurnWeight:
+    """One conversation turn that counted in a decision: its position in the messages, its
+    role, its weight in the combined route scores and the route it points to on its own."""
+
+    turn: int
+    role: str
+    weight: float
+    route: str | None
+
+
+@dataclass(frozen=True)
 class Decision:
     """Where a query goes and why.
 
@@ -67,6 +78,8 @@ class Decision:
     `timings_ms` has one entry per stage that ran (rules, normalise, encode, search, score,
     classify). A rule decision (method "rule", `rule` says which) has score 1.0 and margin 1.0,
     no candidates, and the thresholds the index would have applied to its route.
+    `context` lists the turns that counted when a follow-up was routed in the context of the
+    conversation (empty when the latest user turn was routed on its own).
     """
 
     query: str
@@ -83,6 +96,7 @@ class Decision:
     classifier: ClassifierCall | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     rule: RuleHit | None = None
+    context: tuple[TurnWeight, ...] = ()
 
     @property
     def total_ms(self) -> float:

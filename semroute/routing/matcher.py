@@ -3,7 +3,9 @@ each route, take the margin between the best two, and decide or stay undecided."
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -13,7 +15,7 @@ import numpy as np
 from semroute.config import RouteSet, normalise_text
 from semroute.encoders import Encoder, QueryCache
 from semroute.errors import QueryError
-from semroute.index import Calibration, RouteIndex, score_query
+from semroute.index import Calibration, RouteIndex, Scored, score_query
 from semroute.routing.decision import Candidate, Decision, Method, Neighbour
 
 if TYPE_CHECKING:
@@ -21,6 +23,9 @@ if TYPE_CHECKING:
 
 NEIGHBOURS_SHOWN = 3
 CANDIDATES_SHOWN = 5
+TURN_SCORES_CACHED = 2048
+
+ScoredTurn = tuple[Scored, "NDArray[np.float32]", "NDArray[np.int64]"]  # scores, kNN sims, ids
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,38 @@ class Matcher:
         self.top_k = s.top_k
         self.max_chars = s.max_query_chars
         self.thresholds = thresholds or resolve_thresholds(routes, index)
+        self._turns: OrderedDict[str, ScoredTurn] = OrderedDict()
+        self._turns_lock = threading.Lock()
+
+    def score_turns(self, texts: Sequence[str]) -> tuple[list[ScoredTurn], dict[str, float]]:
+        """Route scores and kNN rows of prepared texts, e.g. a conversation's turns; those
+        seen recently come from a small LRU, so a live chat encodes and searches only its
+        newest turn. Also returns the encode/search/score times (ms)."""
+        out: dict[str, ScoredTurn] = {}
+        with self._turns_lock:
+            for t in texts:
+                hit = self._turns.get(t)
+                if hit is not None:
+                    self._turns.move_to_end(t)
+                    out[t] = hit
+        todo = [t for t in dict.fromkeys(texts) if t not in out]
+        t0 = time.perf_counter()
+        t1 = t2 = t0
+        if todo:
+            vecs, _ = self.cache.encode(todo)
+            t1 = time.perf_counter()
+            sims, ids = self.index.search(vecs, self.top_k)
+            t2 = time.perf_counter()
+            fresh = {t: (score_query(s, i, v, self.index.labels, self.index.stats), s, i)
+                     for t, s, i, v in zip(todo, sims, ids, vecs, strict=True)}
+            out.update(fresh)
+            with self._turns_lock:
+                self._turns.update(fresh)
+                while len(self._turns) > TURN_SCORES_CACHED:
+                    self._turns.popitem(last=False)
+        t3 = time.perf_counter()
+        return [out[t] for t in texts], {"encode": (t1 - t0) * 1e3, "search": (t2 - t1) * 1e3,
+                                         "score": (t3 - t2) * 1e3}
 
     def match(self, query: str) -> Decision:
         return self.match_batch([query])[0]
@@ -110,16 +147,39 @@ class Matcher:
                  sims: NDArray[np.float32], ids: NDArray[np.int64],
                  query: NDArray[np.float32]) -> Decision:
         t0 = time.perf_counter()
+        scored = score_query(sims, ids, query, self.index.labels, self.index.stats)
+        return self.decide_scored(text, truncated, timings, scored, [(sims, ids)], t0)
+
+    def rejects(self, scored: Scored) -> str | None:
+        """Why the index would not decide on these scores alone (None: it would)."""
+        best = int(scored.order[0])
+        names = self.index.route_names
+        if not scored.has_neighbour[best]:
+            return "the index is empty"
+        runner_up = names[int(scored.order[1])] if len(scored.order) > 1 else None
+        return self.thresholds.check(names[best], scored.confidence, scored.margin, runner_up)
+
+    def decide_scored(self, text: str, truncated: bool, timings: dict[str, float],
+                      scored: Scored, hits: Sequence[tuple[NDArray[np.float32],
+                                                           NDArray[np.int64]]],
+                      t0: float) -> Decision:
+        """Apply the thresholds to route scores; `hits` are the kNN rows the nearest
+        utterances shown are drawn from (the query's, or every turn's that counted)."""
         idx = self.index
-        scored = score_query(sims, ids, query, idx.labels, idx.stats)
         shown = scored.order[:CANDIDATES_SHOWN].tolist()
         near: dict[int, list[Neighbour]] = {r: [] for r in shown}
-        valid = ids >= 0
-        for sim, v, r in zip(sims[valid].tolist(), ids[valid].tolist(),
-                             idx.labels[ids[valid]].tolist(), strict=True):
-            hits = near.get(r)
-            if hits is not None and len(hits) < NEIGHBOURS_SHOWN:
-                hits.append(Neighbour(idx.texts[v], round(sim, 6)))
+        pairs: list[tuple[float, int]] = []
+        for sims, ids in hits:
+            valid = ids >= 0
+            pairs += zip(sims[valid].tolist(), ids[valid].tolist(), strict=True)
+        if len(hits) > 1:
+            pairs.sort(key=lambda p: -p[0])
+        seen: set[int] = set()
+        for sim, v in pairs:
+            hits_r = near.get(int(idx.labels[v]))
+            if hits_r is not None and len(hits_r) < NEIGHBOURS_SHOWN and v not in seen:
+                seen.add(v)
+                hits_r.append(Neighbour(idx.texts[v], round(sim, 6)))
         scores = scored.scores[shown].tolist()
         candidates = tuple(
             Candidate(route=idx.route_names[r], score=round(score, 6), neighbours=tuple(near[r]))

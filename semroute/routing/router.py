@@ -1,4 +1,4 @@
-"""`Router`: the loaded route set, index and encoder, answering `route(query) -> Decision`."""
+"""`Router`: the route set, index and encoder, answering `route(query or messages)`."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ from semroute.config import RouteSet, load_routes
 from semroute.errors import CalibrationWarning
 from semroute.index import Calibration, RouteIndex
 from semroute.index.calibration import CalibrationStatus, StalePolicy, calibration_for
-from semroute.providers import Offload, Plan, run_async, run_sync
+from semroute.providers import Message, Offload, Plan, run_async, run_sync
 from semroute.routing.classifier import Classifier, to_default
+from semroute.routing.conversation import conversation_turns, match_conversation
 from semroute.routing.decision import Decision
 from semroute.routing.matcher import Matcher, resolve_thresholds
 from semroute.routing.rules import RuleSet
+
+Request = str | Sequence[Message]  # a query, or chat messages routed on their latest user turn
 
 
 class Router:
@@ -70,53 +73,79 @@ class Router:
         return cls(route_set, idx, matcher, clf, calibration=calibration,
                    calibration_status=status)
 
-    def route(self, query: str, *, use_classifier: bool = True,
+    def route(self, request: Request, *, use_classifier: bool = True,
               metadata: Mapping[str, str] | None = None) -> Decision:
-        """Where one query goes, and why. `metadata` (e.g. `{"task_type": "extraction"}`) is
-        what route-file rules match besides the text."""
-        return self.route_batch([query], use_classifier=use_classifier, metadata=metadata)[0]
+        """Where one query (a string) or conversation (chat messages) goes, and why.
+        `metadata` (e.g. `{"task_type": "extraction"}`) is what route-file rules match besides
+        the text."""
+        return self.route_batch([request], use_classifier=use_classifier, metadata=metadata)[0]
 
-    def route_batch(self, queries: Sequence[str], *, use_classifier: bool = True,
+    def route_batch(self, requests: Sequence[Request], *, use_classifier: bool = True,
                     metadata: Mapping[str, str] | None = None) -> list[Decision]:
-        """Decisions for many queries at once (rules first, then one encoder call, one search).
+        """Decisions for many requests at once (rules first; then one encoder call, one search
+        for the strings; conversations one by one, their earlier turns from the query cache).
 
-        With `use_classifier`, queries the index leaves undecided go to the fallback
+        With `use_classifier`, requests the index leaves undecided go to the fallback
         classifier (when configured) and then to the default route; without it they stay
         "undecided" (index only, no model call).
         """
-        decisions = self.rules.match_batch(queries, self.matcher, metadata)
+        strings = [(i, r) for i, r in enumerate(requests) if isinstance(r, str)]
+        found: list[tuple[Decision, list[str]] | None] = [None] * len(requests)
+        if strings:
+            batch = self.rules.match_batch([r for _, r in strings], self.matcher, metadata)
+            for (i, _), d in zip(strings, batch, strict=True):
+                found[i] = (d, [])
+        for i, r in enumerate(requests):
+            if found[i] is None:
+                found[i] = self.match(r, metadata)
+        pairs = [f for f in found if f is not None]
         if not use_classifier:
-            return decisions
-        return [run_sync(self.resolve_plan(d)) if d.method == "undecided" else d
-                for d in decisions]
+            return [d for d, _ in pairs]
+        return [run_sync(self.resolve_plan(d, recent)) if d.method == "undecided" else d
+                for d, recent in pairs]
 
-    async def aroute(self, query: str, *, use_classifier: bool = True,
+    async def aroute(self, request: Request, *, use_classifier: bool = True,
                      metadata: Mapping[str, str] | None = None) -> Decision:
-        """Async `route`: encoding and search run in a worker thread, the classifier call is
-        awaited, so the event loop keeps serving meanwhile."""
-        return await run_async(self.decide_plan(query, use_classifier=use_classifier,
+        """Async `route`: rules, encoding and search run in a worker thread, the classifier
+        call is awaited, so the event loop keeps serving meanwhile."""
+        return await run_async(self.decide_plan(request, use_classifier=use_classifier,
                                                 metadata=metadata))
 
-    def decide_plan(self, query: str, *, use_classifier: bool = True,
-                    metadata: Mapping[str, str] | None = None) -> Plan[Decision]:
-        """The whole decision for one query as a plan (rules, index, then the fallback). The
-        index part is CPU work: `run_sync` does it inline, `run_async` in a worker thread."""
-        ruled = self.rules.check(query, self.matcher, metadata) if len(self.rules) else None
+    def match(self, request: Request, metadata: Mapping[str, str] | None = None,
+              ) -> tuple[Decision, list[str]]:
+        """Rules on the query (or the conversation's latest user turn), else the index's
+        decision (a follow-up in context), and the recent user turns a classifier should see."""
+        # conversation_turns ends at the latest user turn with text (QueryError if none)
+        text = request if isinstance(request, str) else conversation_turns(request)[-1].text
+        recent: list[str] = []
+        ruled = self.rules.check(text, self.matcher, metadata) if len(self.rules) else None
         if ruled is not None and ruled.decision is not None:
-            return ruled.decision
-        decision: Decision = yield Offload(partial(self.matcher.match, query))
-        if ruled is not None:
-            decision = ruled.timed(decision)
+            return ruled.decision, recent
+        if isinstance(request, str):
+            decision = self.matcher.match(request)
+        else:
+            decision, recent = match_conversation(self.matcher, request)
+        return (ruled.timed(decision) if ruled is not None else decision), recent
+
+    def decide_plan(self, request: Request, *, use_classifier: bool = True,
+                    metadata: Mapping[str, str] | None = None) -> Plan[Decision]:
+        """The whole decision for one query or conversation as a plan (rules, index, then the
+        fallback). Rules and index are CPU work: `run_sync` inline, `run_async` in a thread."""
+        found: tuple[Decision, list[str]] = yield Offload(partial(self.match, request,
+                                                                  metadata))
+        decision, recent = found
         if not use_classifier or decision.method != "undecided":
             return decision
-        return (yield from self.resolve_plan(decision))
+        return (yield from self.resolve_plan(decision, recent))
 
-    def resolve_plan(self, decision: Decision) -> Plan[Decision]:
-        """What happens to an undecided decision: classifier, else the default route."""
+    def resolve_plan(self, decision: Decision,
+                     recent: Sequence[str] = ()) -> Plan[Decision]:
+        """What happens to an undecided decision: classifier (shown the `recent` user turns
+        of a conversation, oldest first), else the default route."""
         default = self.routes.settings.default_route
         if self.classifier is None:
             return to_default(decision, default, "no classifier configured")
-        return (yield from self.classifier.plan(decision, default))
+        return (yield from self.classifier.plan(decision, default, recent))
 
 
 def load_router(routes: str | Path | RouteSet = "routes", index: str | Path = "indexes/default",
