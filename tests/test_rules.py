@@ -318,9 +318,9 @@ def test_in_a_conversation_rules_see_the_latest_user_turn_then_context_takes_ove
             {"role": "assistant", "content": "def sort_list(xs): return sorted(xs)"},
             {"role": "user", "content": "now the same as a SQL query please"}]
     assert_rule_decision(r.route(chat), "code", "sql")
-    assert_rule_decision(r.route(chat[:2] + [{"role": "user", "content": "thanks"}],
+    assert_rule_decision(r.route([*chat[:2], {"role": "user", "content": "thanks"}],
                                  metadata={"task_type": "chat"}), "greet", "by_task")
-    follow_up = chat[:2] + [{"role": "user", "content": "now make it faster"}]
+    follow_up = [*chat[:2], {"role": "user", "content": "now make it faster"}]
     plain = router_with().route(follow_up)
     d = r.route(follow_up)
     assert d.method != "rule" and d.rule is None
