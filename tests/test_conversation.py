@@ -181,3 +181,25 @@ def test_a_dispatched_follow_up_traces_the_turns_that_counted(
     assert record["context"] == [{"turn": w.turn, "role": w.role, "weight": w.weight,
                                   "route": w.route} for w in r.decision.context]
     assert "now make it faster" not in str(record)  # turn positions, never their text
+
+
+def test_a_weak_follow_up_stays_on_the_route_a_confident_turn_set(router: Router) -> None:
+    """'and the header row?' is too vague to clear the margin threshold even in context
+    (combined margin ~0.04 < 0.05); the opening turn settled the topic with confidence and the
+    combined scores still point to it, so the follow-up stays there instead of going to the
+    classifier without need."""
+    q = "and the header row?"
+    d = router.route(chat(OPENING, ANSWER, q), use_classifier=False)
+    assert (d.route, d.method) == ("code_generation", "index"), d.reason
+    assert "stays on the conversation's route 'code_generation'" in d.reason
+    assert d.margin < d.margin_threshold  # accepted for the conversation, not on its own
+    assert router.route(q, use_classifier=False).route != "code_generation"
+
+
+def test_without_a_confident_earlier_turn_a_weak_follow_up_stays_undecided(
+        router: Router) -> None:
+    vague = "can you help me with something?"
+    assert router.route(vague, use_classifier=False).method == "undecided"
+    d = router.route(chat(vague, "Sure, what do you need?", "and the header row?"),
+                     use_classifier=False)
+    assert "stays on the conversation's route" not in d.reason

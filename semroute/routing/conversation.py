@@ -185,7 +185,30 @@ def match_conversation(matcher: Matcher,
     n_asst = len(weights) - n_user
     why = (f"a follow-up ({form}), routed in context: the latest turn with "
            f"{n_user} earlier user turn(s) and {n_asst} assistant turn(s), decayed; ")
+    anchor = _anchor(turns, weights, scored, matcher)
+    if decision.method == "undecided" and anchor is not None and \
+            int(scored[anchor].order[0]) == best:
+        # The conversation's topic was settled by a confident earlier turn and the combined
+        # evidence still points there: the follow-up stays on it (a follow-up's own words
+        # are weak evidence, so its combined score rarely clears the thresholds by itself).
+        why += (f"it stays on the conversation's route '{names[best]}', which turn "
+                f"{turns[anchor].index} decided with confidence; ")
+        return replace(decision, route=names[best], method="index", context=context,
+                       reason=why + decision.reason), recent
     return replace(decision, context=context, reason=why + decision.reason), recent
+
+
+def _anchor(turns: Sequence[Turn], weights: dict[int, float], scored: Sequence[Scored],
+            matcher: Matcher) -> int | None:
+    """The earlier user turn that stood on its own (the index was confident about it), where
+    the weights stop looking back; None when no turn in the window did."""
+    th, names = matcher.thresholds, matcher.index.route_names
+    for j in sorted(weights, reverse=True):
+        s = scored[j]
+        if turns[j].role == "user" and \
+                th.check(names[int(s.order[0])], s.confidence, s.margin) is None:
+            return j
+    return None
 
 
 def _weights(turns: Sequence[Turn], prepared: Sequence[tuple[str, bool]],
