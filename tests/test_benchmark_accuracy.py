@@ -15,7 +15,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks.accuracy import build_config, plan, run_benchmark  # noqa: E402
 from benchmarks.datasets import load_dataset  # noqa: E402
-from semroute.config.routes import utterance_key  # noqa: E402
+from semroute.config import utterance_key  # noqa: E402
 
 INTENTS = {
     "weather": ["what's the weather today", "will it rain tomorrow", "is it sunny outside",

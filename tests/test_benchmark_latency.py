@@ -21,7 +21,7 @@ from benchmarks.latency import (  # noqa: E402
     write_results,
 )
 from benchmarks.latency_data import change_utterances, load_pools, make_route_set  # noqa: E402
-from semroute.config.routes import utterance_key  # noqa: E402
+from semroute.config import utterance_key  # noqa: E402
 
 INTENTS = {
     "banking77": {

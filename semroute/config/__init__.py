@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from semroute.config.loading import load_routes, route_files
 from semroute.config.modelspec import (
     STRUCTURED_MODES,
     ModelSpec,
@@ -9,25 +10,21 @@ from semroute.config.modelspec import (
     StructuredMode,
     Usage,
 )
-from semroute.config.routes import (
+from semroute.config.routes import Route, RouteSet
+from semroute.config.rules import RuleSpec
+from semroute.config.schema import (
     BUILTIN_PICKS,
     CATALOGUE_FILE,
     RESERVED_ROUTE_NAMES,
     CatalogueFile,
     ModelEntry,
     ParallelSpec,
-    Route,
     RouteFile,
     RouterSettings,
-    RouteSet,
     StickinessMode,
     StickinessSettings,
-    load_routes,
-    normalise_text,
-    route_files,
-    utterance_key,
 )
-from semroute.config.rules import RuleSpec
+from semroute.config.text import normalise_text, utterance_key
 
 __all__ = [
     "BUILTIN_PICKS",

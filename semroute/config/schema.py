@@ -1,0 +1,219 @@
+"""Pydantic schemas of what route files and the model catalogue may contain; each validator's
+message says what to fix. Loading, and the checks across files, are in loading.py."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
+
+from semroute.config.modelspec import STRUCTURED_MODES, STRUCTURED_WHY, ModelSpec, StructuredMode
+from semroute.config.rules import RuleSpec
+from semroute.config.text import normalise_text
+
+CATALOGUE_FILE = "models.yaml"
+# Names that mean "no route" elsewhere (casefolded, as labels are matched): a route by one of
+# these names could never be told apart from that answer.
+RESERVED_ROUTE_NAMES: dict[str, str] = {
+    "none": "the fallback classifier answers 'none' when no route fits",
+    "oos": "eval and fit data label out-of-scope queries 'oos'",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+BUILTIN_PICKS = ("judge", "longest", "first")
+
+
+class ParallelSpec(_Strict):
+    """A route's `parallel:`: ask several models at once, then pick one answer. `pick` is
+    `judge` (a model chooses; needs `judge_model`), `longest`, `first` (the first answer in
+    `models` order), or the name of a picker registered in code (`Dispatcher(pickers=...)`)."""
+
+    models: list[str] = Field(min_length=2)
+    pick: str = Field(default="judge", pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$", max_length=64)
+    judge_model: str | None = None
+    min_answers: int = Field(default=1, ge=1)
+
+    @field_validator("models")
+    @classmethod
+    def _models_distinct(cls, v: list[str]) -> list[str]:
+        dupes = sorted({k for k in v if v.count(k) > 1})
+        if dupes:
+            raise ValueError(f"each model may be asked once; repeated: {', '.join(dupes)}")
+        return v
+
+    @field_validator("judge_model")
+    @classmethod
+    def _judge_only_for_judge(cls, v: str | None, info: ValidationInfo) -> str | None:
+        pick = info.data.get("pick")
+        if v is not None and pick is not None and pick != "judge":
+            raise ValueError(f"only used with pick: judge (pick is '{pick}')")
+        return v
+
+    @field_validator("min_answers")
+    @classmethod
+    def _min_answers_reachable(cls, v: int, info: ValidationInfo) -> int:
+        models = info.data.get("models")
+        if isinstance(models, list) and v > len(models):
+            raise ValueError(f"{v} answers cannot come from {len(models)} models")
+        return v
+
+
+class RouteFile(_Strict):
+    """One `routes/<name>.yaml`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
+    description: str = Field(min_length=1)
+    model: str | list[str]
+    utterances: list[str] = Field(min_length=1)
+    threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
+    system_prompt: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    rules: list[RuleSpec] = Field(default_factory=list)
+    parallel: ParallelSpec | None = None
+
+    @field_validator("parallel")
+    @classmethod
+    def _judge_named(cls, v: ParallelSpec | None) -> ParallelSpec | None:
+        if v is not None and v.pick == "judge" and v.judge_model is None:
+            raise ValueError("pick: judge needs judge_model (a catalogue key), or choose "
+                             "another pick: longest, first, or a picker registered in code")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_reserved(cls, v: str) -> str:
+        why = RESERVED_ROUTE_NAMES.get(v.casefold())
+        if why is not None:
+            raise ValueError(f"'{v}' is reserved in any letter case ({why}); rename the route")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _model_chain_not_empty(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list) and not v:
+            raise ValueError("must name at least one model key")
+        return v
+
+    @field_validator("rules")
+    @classmethod
+    def _rule_names_unique(cls, v: list[RuleSpec]) -> list[RuleSpec]:
+        seen: set[str] = set()
+        for r in v:
+            if r.name in seen:
+                raise ValueError(f"rule name '{r.name}' appears twice in this route")
+            seen.add(r.name)
+        return v
+
+    @field_validator("utterances")
+    @classmethod
+    def _utterances_not_blank(cls, v: list[str]) -> list[str]:
+        for i, text in enumerate(v):
+            if not normalise_text(text):
+                raise ValueError(f"utterance #{i + 1} is empty")
+        return v
+
+
+class ModelEntry(_Strict):
+    """One model of the catalogue: which SDK, which model id, where, what it costs."""
+
+    provider: Literal["anthropic", "openai"]
+    model: str = Field(min_length=1)
+    base_url: str | None = None
+    api_key_env: str | None = None
+    input_price: float = Field(default=0.0, ge=0, description="USD per million input tokens")
+    output_price: float = Field(default=0.0, ge=0, description="USD per million output tokens")
+    timeout: float = Field(default=30.0, gt=0)
+    structured: Literal["auto", "json_schema", "grammar", "tool"] = Field(
+        default="auto", description="how the classifier's output is constrained: auto = "
+        "json_schema (openai) / tool (anthropic); grammar = llama.cpp GBNF, much faster locally")
+
+    @field_validator("structured")
+    @classmethod
+    def _structured_suits_provider(cls, v: StructuredMode, info: ValidationInfo) -> StructuredMode:
+        provider: Any = info.data.get("provider")  # absent when it failed its own check
+        allowed = STRUCTURED_MODES.get(provider, ())
+        if allowed and v not in allowed:
+            raise ValueError(f"'{v}' is {STRUCTURED_WHY[v]}, not provider '{provider}'; use "
+                             f"one of {', '.join(allowed)}")
+        return v
+
+    def spec(self, key: str) -> ModelSpec:
+        """The provider-level description of this model."""
+        return ModelSpec(key=key, provider=self.provider, model=self.model,
+                         base_url=self.base_url, api_key_env=self.api_key_env,
+                         timeout=self.timeout, price_in=self.input_price,
+                         price_out=self.output_price, structured=self.structured)
+
+
+StickinessMode = Literal["off", "never_downgrade", "same_model"]
+
+
+class StickinessSettings(_Strict):
+    """`router.stickiness`: how a conversation (or a user) keeps its tier or model."""
+
+    mode: StickinessMode = "off"
+    ttl_seconds: float = Field(default=3600.0, gt=0)
+    user_ttl_seconds: float | None = Field(
+        default=None, gt=0, description="keep a `user`'s model this long unless the tier must "
+        "rise (None: no per-user stability)")
+    max_entries: int = Field(default=100_000, ge=1, description="in-process store bound (LRU)")
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
+
+
+class RouterSettings(_Strict):
+    """Router-wide settings; those that shape the index are recorded in its manifest."""
+
+    encoder: str = "all-MiniLM-L6-v2"
+    backend: Literal["torch", "onnx", "onnx-int8"] = "onnx-int8"
+    index_type: Literal["auto", "flat", "hnsw"] = "auto"
+    top_k: int = Field(default=32, ge=1, le=1000)
+    blend_alpha: float = Field(default=0.4, ge=0.0, le=1.0)
+    score_threshold: Annotated[float, Field(ge=-1.0, le=1.0)] | Literal["auto"] = "auto"
+    margin_threshold: float = Field(default=0.05, ge=0.0, le=2.0)
+    max_query_chars: int = Field(default=2000, ge=16)
+    classifier_model: str | None = None
+    classifier_timeout: float = Field(default=10.0, gt=0)
+    classifier_candidates: int = Field(default=5, ge=2, le=50)
+    default_route: str | None = None
+    attempts_per_model: int = Field(default=2, ge=1, le=10)
+    backoff_seconds: float = Field(default=0.2, ge=0)
+    cooldown_seconds: float = Field(default=30.0, ge=0)
+    trace_path: str | None = None
+    trace_include_query: bool = False
+    tiers: list[str] | None = Field(default=None, min_length=1, description="tier names, "
+                                    "weakest first; each route's tier is its metadata.tier")
+    stickiness: StickinessSettings = Field(default_factory=StickinessSettings)
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers_unique(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"tier names must be unique: {v}")
+        return v
+
+    def index_fields(self) -> dict[str, Any]:
+        """The settings an index depends on (a change means `semroute build`)."""
+        return {"encoder": self.encoder, "backend": self.backend, "index_type": self.index_type,
+                "blend_alpha": self.blend_alpha}
+
+
+class CatalogueFile(_Strict):
+    """`routes/models.yaml`: model profiles and router settings."""
+
+    profile: str = "default"
+    profiles: dict[str, dict[str, ModelEntry]] = Field(min_length=1)
+    router: RouterSettings = Field(default_factory=RouterSettings)
