@@ -43,7 +43,7 @@ from benchmarks.datasets import (  # noqa: E402
     Dataset,
     load_dataset,
 )
-from benchmarks.machine import machine  # noqa: E402
+from benchmarks.machine import machine, save_results  # noqa: E402
 from benchmarks.machine import versions as machine_versions  # noqa: E402
 from semroute.quality.evaluation import OOS, LabelledQuery, score_decisions  # noqa: E402
 
@@ -699,13 +699,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_results(results: dict[str, Any], out: Path, name: str) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    for suffix, text in ((".json", json.dumps(results, indent=1) + "\n"),
-                         (".md", render_markdown(results))):
-        tmp = out / f".{name}{suffix}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out / f"{name}{suffix}")
+def write_results(results: dict[str, Any], out: Path, name: str) -> tuple[Path, Path]:
+    return save_results(results, render_markdown(results), out, name)
 
 
 # ---------------------------------------------------------------- command line

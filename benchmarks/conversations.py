@@ -42,10 +42,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python benchmarks/conversations.py` as well as `-m`
     sys.path.insert(0, str(REPO))
 
-from benchmarks.datasets import DATA_ROOT  # noqa: E402
-from benchmarks.machine import machine  # noqa: E402
+from benchmarks.datasets import DATA_ROOT, unambiguous_pools  # noqa: E402
+from benchmarks.machine import machine, save_results  # noqa: E402
 from benchmarks.machine import versions as machine_versions  # noqa: E402
-from semroute.config import utterance_key  # noqa: E402
 from semroute.quality import (  # noqa: E402
     Conversation,
     Turn,
@@ -95,18 +94,7 @@ def _stderr(msg: str) -> None:
 def sgd_pools(path: Path) -> tuple[dict[str, list[str]], int]:
     """Utterance pools per label (first spelling of each text); texts under two labels are
     dropped. Returns the pools and how many texts were dropped as ambiguous."""
-    rows = load_labelled(path)
-    owners: dict[str, set[str]] = {}
-    for q in rows:
-        owners.setdefault(utterance_key(q.text), set()).add(q.label)
-    pools: dict[str, list[str]] = {}
-    seen: set[str] = set()
-    for q in rows:
-        key = utterance_key(q.text)
-        if key in seen or len(owners[key]) > 1:
-            continue
-        seen.add(key)
-        pools.setdefault(q.label, []).append(q.text)
+    pools, owners = unambiguous_pools(load_labelled(path))
     return dict(sorted(pools.items())), sum(len(v) > 1 for v in owners.values())
 
 
@@ -516,13 +504,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_results(results: dict[str, Any], out: Path, name: str) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    for suffix, text in ((".json", json.dumps(results, indent=1) + "\n"),
-                         (".md", render_markdown(results))):
-        tmp = out / f".{name}{suffix}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out / f"{name}{suffix}")
+def write_results(results: dict[str, Any], out: Path, name: str) -> tuple[Path, Path]:
+    return save_results(results, render_markdown(results), out, name)
 
 
 # ---------------------------------------------------------------- command line

@@ -72,6 +72,24 @@ class Dataset:
         return out
 
 
+def unambiguous_pools(rows: Sequence[LabelledQuery]
+                      ) -> tuple[dict[str, list[str]], dict[str, set[str]]]:
+    """Utterances per label, first spelling of each text (case and spacing ignored); a text
+    under two labels is ambiguous and dropped. Also returns each text key's labels."""
+    owners: dict[str, set[str]] = {}
+    for q in rows:
+        owners.setdefault(utterance_key(q.text), set()).add(q.label)
+    pools: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for q in rows:
+        key = utterance_key(q.text)
+        if key in seen or len(owners[key]) > 1:
+            continue
+        seen.add(key)
+        pools.setdefault(q.label, []).append(q.text)
+    return pools, owners
+
+
 def route_name(label: str, taken: set[str]) -> str:
     """A valid, unique route name for a label (letters, digits, `_.-`, at most 64 chars)."""
     name = label if _NAME_OK.match(label) and len(label) <= 64 else \
@@ -178,19 +196,10 @@ def load_dataset(spec: str, root: Path = DATA_ROOT) -> Dataset:
     train, valid, test = relabel(train), relabel(valid), relabel(test)
 
     # utterance pools: unique keys per route; a text under two labels is ambiguous: dropped
-    owners: dict[str, set[str]] = {}
-    for q in train:
-        owners.setdefault(utterance_key(q.text), set()).add(q.label)
-    pools: dict[str, list[str]] = {r: [] for r in route_of.values()}
-    seen: set[str] = set()
-    for q in train:
-        key = utterance_key(q.text)
-        if key in seen or len(owners[key]) > 1:
-            continue
-        seen.add(key)
-        pools[q.label].append(q.text)
+    found, owners = unambiguous_pools(train)
+    pools: dict[str, list[str]] = {r: found.get(r, []) for r in route_of.values()}
     ambiguous = sum(len(v) > 1 for v in owners.values())
-    counts["train_duplicates_dropped"] = len(train) - len(seen) - sum(
+    counts["train_duplicates_dropped"] = len(train) - sum(map(len, found.values())) - sum(
         1 for q in train if len(owners[utterance_key(q.text)]) > 1)
     if ambiguous:
         notes.append(f"{ambiguous} train texts carry two labels: not used as utterances")

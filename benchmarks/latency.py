@@ -59,7 +59,7 @@ from benchmarks.latency_data import (  # noqa: E402
     make_route_set,
     write_routes,
 )
-from benchmarks.machine import machine  # noqa: E402
+from benchmarks.machine import machine, save_results  # noqa: E402
 from benchmarks.machine import versions as machine_versions  # noqa: E402
 
 WORKER = Path(__file__).resolve().parent / "latency_worker.py"
@@ -797,11 +797,7 @@ def render_summary(res: dict[str, Any]) -> str:
 
 
 def write_results(res: dict[str, Any], out: Path, name: str) -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    md, js = out / f"{name}.md", out / f"{name}.json"
-    md.write_text(render_markdown(res), encoding="utf-8")
-    js.write_text(json.dumps(res, indent=1, default=str) + "\n", encoding="utf-8")
-    return md, js
+    return save_results(res, render_markdown(res), out, name)
 
 
 # ---------------------------------------------------------------- command line

@@ -45,3 +45,19 @@ def versions(dists: Iterable[str]) -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[d] = None
     return out
+
+
+def save_results(results: dict[str, Any], markdown: str, out: Path,
+                 name: str) -> tuple[Path, Path]:
+    """Write `<name>.md` and `<name>.json` under `out`, each atomically (temp file, rename),
+    so an interrupted run never leaves half a results file."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = out / f"{name}.md", out / f"{name}.json"
+    texts = markdown, json.dumps(results, indent=1, default=str) + "\n"
+    for path, text in zip(paths, texts, strict=True):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    return paths

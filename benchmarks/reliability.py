@@ -15,7 +15,6 @@ writes benchmarks/results/reliability.{md,json}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from benchmarks.machine import machine, versions
+from benchmarks.machine import machine, save_results, versions
 from semroute import __version__
 from tests.support.faults import (
     FLAKY,
@@ -227,11 +226,7 @@ a stream that ends cleanly without its closing events) and per-model failures (m
 
 
 def write_results(res: dict[str, Any], out: Path) -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    md, js = out / "reliability.md", out / "reliability.json"
-    md.write_text(render_markdown(res), encoding="utf-8")
-    js.write_text(json.dumps(res, indent=2, default=str), encoding="utf-8")
-    return md, js
+    return save_results(res, render_markdown(res), out, "reliability")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -59,6 +59,8 @@ from typing import Any, Literal
 
 import yaml
 
+from tests.support.llm_server import free_port
+
 FAULTS = (
     "ok",
     "slow_first_byte",
@@ -87,14 +89,6 @@ def answer_chunks(server: str, fault: str) -> list[str]:
 
 
 _TAG = re.compile(r"\[(\w+)\]")
-
-
-def free_port() -> int:
-    """A 127.0.0.1 port with nothing listening on it (connection refused)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # ---------------------------------------------------------------- the server
