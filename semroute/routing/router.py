@@ -115,12 +115,13 @@ class Router:
               ) -> tuple[Decision, list[str]]:
         """Rules on the query (or the conversation's latest user turn), else the index's
         decision (a follow-up in context), and the recent user turns a classifier should see."""
-        # conversation_turns ends at the latest user turn with text (QueryError if none)
-        text = request if isinstance(request, str) else conversation_turns(request)[-1].text
         recent: list[str] = []
-        ruled = self.rules.check(text, self.matcher, metadata) if len(self.rules) else None
-        if ruled is not None and ruled.decision is not None:
-            return ruled.decision, recent
+        ruled = None
+        if len(self.rules):  # rules see the query, or the latest user turn with text
+            text = request if isinstance(request, str) else conversation_turns(request)[-1].text
+            ruled = self.rules.check(text, self.matcher, metadata)
+            if ruled.decision is not None:
+                return ruled.decision, recent
         if isinstance(request, str):
             decision = self.matcher.match(request)
         else:
