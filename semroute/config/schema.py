@@ -193,6 +193,9 @@ class RouterSettings(_Strict):
     backoff_seconds: float = Field(default=0.2, ge=0)
     cooldown_seconds: float = Field(default=30.0, ge=0)
     trace_path: str | None = None
+    prescore_replies: bool = Field(
+        default=True, description="score each chat reply in the background when it is "
+        "produced, so the conversation's next decision encodes only the new turn")
     trace_include_query: bool = False
     tiers: list[str] | None = Field(default=None, min_length=1, description="tier names, "
                                     "weakest first; each route's tier is its metadata.tier")

@@ -139,7 +139,8 @@ class Dispatcher:
         call_kwargs = dict(kwargs, system=system_text, max_tokens=max_tokens)
         if route.parallel is not None and not stream:  # streams use the `model` chain
             return (yield from self._parallel(request_id, decision, placed, messages, turn,
-                                              call_kwargs, latency, redact))
+                                              call_kwargs, latency, redact,
+                                              not isinstance(request, str)))
         t_model = time.perf_counter()
         try:
             answered = yield from call_chain(route.name, placed.chain, self._spec, messages,
@@ -154,7 +155,7 @@ class Dispatcher:
             raise
         record(self.state.stickiness, placed, answered.spec.key)
         latency["model"] = (time.perf_counter() - t_model) * 1e3
-        settle = partial(self._settle, answered.spec, redact)
+        settle = partial(self._settle, answered.spec, redact, not isinstance(request, str))
         r = self._response(request_id, decision, answered, latency, settle)
         r.route, r.sticky = route.name, placed.sticky
         if r.stream_state == "complete":
@@ -163,7 +164,8 @@ class Dispatcher:
 
     def _parallel(self, request_id: str, decision: Decision, placed: Placement,
                   messages: list[Message], turn: str, call_kwargs: dict[str, Any],
-                  latency: dict[str, float], redact: tuple[str, ...]) -> Plan[Response]:
+                  latency: dict[str, float], redact: tuple[str, ...],
+                  chat: bool) -> Plan[Response]:
         """A parallel route: ask its models at once, pick one answer (`parallel.py`)."""
         route, t_model = placed.route, time.perf_counter()
         try:
@@ -189,6 +191,8 @@ class Dispatcher:
         yield from self._write(trace_record(
             request_id, decision, r.attempts, latency, response=r,
             include_query=self.include_query, sticky=r.sticky), redact)
+        if chat:
+            self._prescore(r.text)
         return r
 
     def _response(self, request_id: str, decision: Decision, answered: Answered,
@@ -207,9 +211,10 @@ class Dispatcher:
             stream_state="complete" if done else "open",
             _stream=stream, _settle=None if done else settle)
 
-    def _settle(self, spec: ModelSpec, redact: tuple[str, ...], r: Response,
+    def _settle(self, spec: ModelSpec, redact: tuple[str, ...], chat: bool, r: Response,
                 chunks: int | None, error: ProviderError | None) -> Plan[None]:
-        """Price and trace an answer (a streamed one when it ends: `chunks` delivered)."""
+        """Price and trace an answer (a streamed one when it ends: `chunks` delivered); a
+        complete chat reply is pre-scored in the background for the conversation's next turn."""
         r.cost_usd = spec.cost(r.usage)
         r.latency_ms["total"] = sum(v for k, v in r.latency_ms.items() if k != "total")
         if error is not None:
@@ -221,6 +226,12 @@ class Dispatcher:
             error=None if error is None else str(error), include_query=self.include_query,
             sticky=r.sticky),
             redact)
+        if chat and r.stream_state == "complete":
+            self._prescore(r.text)
+
+    def _prescore(self, reply: str) -> None:
+        if self.router.routes.settings.prescore_replies and reply.strip():
+            self.state.prescorer.submit(partial(self.router.prescore, reply))
 
     def _write(self, record: dict[str, Any], redact: tuple[str, ...]) -> Plan[None]:
         """Write a trace record as blocking work (never raises: drops are counted)."""

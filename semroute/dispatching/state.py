@@ -12,6 +12,7 @@ from typing import Any
 
 from semroute.config import ModelSpec, RouterSettings, StickinessSettings
 from semroute.dispatching.cooldowns import Cooldowns
+from semroute.dispatching.prescore import Prescorer
 from semroute.policies import Stickiness
 from semroute.providers import Provider, make_provider
 from semroute.state import MemoryStore, Store
@@ -27,6 +28,7 @@ class DispatchState:
     include_query: bool
     rng: random.Random
     stickiness: Stickiness | None = None
+    prescorer: Prescorer = field(default_factory=Prescorer)
     _providers: dict[ModelSpec, Provider[Any, Any]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -16,7 +16,7 @@ from semroute.providers import Message, Offload, Plan, run_async, run_sync
 from semroute.routing.classifier import Classifier, to_default
 from semroute.routing.conversation import conversation_turns, match_conversation
 from semroute.routing.decision import Decision
-from semroute.routing.matcher import Matcher, resolve_thresholds
+from semroute.routing.matcher import Matcher, prepare_query, resolve_thresholds
 from semroute.routing.rules import RuleSet
 
 Request = str | Sequence[Message]  # a query, or chat messages routed on their latest user turn
@@ -127,6 +127,13 @@ class Router:
         else:
             decision, recent = match_conversation(self.matcher, request)
         return (ruled.timed(decision) if ruled is not None else decision), recent
+
+    def prescore(self, text: str) -> None:
+        """Score an assistant reply now, into the matcher's per-turn cache, so that the next
+        turn of its conversation finds it there and encodes only itself (dispatch calls this
+        off the hot path when a reply is produced). Blank text is ignored."""
+        if isinstance(text, str) and text.strip():
+            self.matcher.score_turns([prepare_query(text, self.matcher.max_chars)[0]])
 
     def decide_plan(self, request: Request, *, use_classifier: bool = True,
                     metadata: Mapping[str, str] | None = None) -> Plan[Decision]:
