@@ -280,9 +280,10 @@ class CatalogueFile(_Strict):
     @field_validator("steps")
     @classmethod
     def _steps_well_formed(cls, v: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
-        for name, models in v.items():
-            if not STEP_NAME.fullmatch(name):
-                raise ValueError(f"step name '{name}': use letters, digits, '_', '.', '-'")
-            if isinstance(models, list) and not models:
-                raise ValueError(f"step '{name}' must name at least one model key")
+        problems = [f"step name '{name}': use letters, digits, '_', '.', '-'"
+                    for name in v if not STEP_NAME.fullmatch(name)]
+        problems += [f"step '{name}' must name at least one model key"
+                     for name, models in v.items() if isinstance(models, list) and not models]
+        if problems:
+            raise ValueError("; ".join(problems))
         return v
