@@ -159,3 +159,23 @@ def test_the_example_catalogue_maps_the_usual_agent_steps() -> None:
         "planning": "powerful", "tool_call": "fast", "classify_result": "fast",
         "summarise": "balanced", "synthesis": "powerful"}
     assert semroute.UnknownStepError is UnknownStepError
+
+
+def test_the_cli_takes_a_step_and_a_cost_cap(
+        tmp_path: Path, index: Path, fault_server: MakeFaultServer,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from semroute.cli.app import main
+
+    srv = fault_server([200])
+    models = three(srv, input_price=1e6, output_price=1e6)
+    routes = write(tmp_path / "r", models)
+    base = ["dispatch", "--routes", str(routes), "--index", str(index), "--no-trace",
+            "--max-tokens", "8"]
+    assert main([*base, "--step", "tool_call", "plan a trip"]) == 0
+    out = capsys.readouterr().out
+    assert "step:tool_call" in out and "step" in out and "small=openai:small-model" in out
+    assert main([*base, "--step", "planning", "--max-cost-usd", "0.5", "plan a trip"]) == 2
+    err = capsys.readouterr().err
+    assert "semroute dispatch: error: request" in err and "max_cost_usd $0.5" in err
+    assert main([*base, "--step", "nope", "plan a trip"]) == 2
+    assert "unknown agent step 'nope'" in capsys.readouterr().err
