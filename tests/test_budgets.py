@@ -26,9 +26,9 @@ import yaml
 from semroute.config import RouterSettings, load_routes
 from semroute.dispatching import Dispatcher
 from semroute.errors import AllModelsFailedError, BudgetExceededError, ConfigError
-from semroute.policies import Budgets, estimate_input_tokens
+from semroute.policies import Budgets, estimate_input_tokens, period_bounds, text_tokens
 from semroute.routing import Router
-from semroute.state import SqliteStore
+from semroute.state import MemoryStore, SqliteStore
 from semroute.telemetry import read_trace
 from tests.conftest import TINY_ROUTES
 from tests.conftest_llm import MakeFaultServer
@@ -311,3 +311,52 @@ def test_two_processes_spending_against_one_sqlite_file_enforce_one_cap(
     assert 6 <= answered <= 10, f"one cap for both processes (alone each would answer 10): {outs}"
     assert float(spent) == pytest.approx(answered * ACTUAL["dear"]) and float(spent) <= limit
     assert srv.hits == answered
+
+
+def test_the_estimate_counts_digits_bytes_messages_and_images() -> None:
+    assert text_tokens("abcdef") == 2 and text_tokens("2026") == 4, "a token per digit"
+    assert text_tokens("日本") == 2, "3 UTF-8 bytes a CJK character: about a token each"
+    one = estimate_input_tokens([{"role": "user", "content": "abcdef"}])
+    assert one == 3 + 4 + 2, "reply priming + message overhead + text"
+    assert estimate_input_tokens([{"role": "user", "content": "abcdef"}], system="abc") == \
+        one + 4 + 1
+    parts = [{"type": "text", "text": "abcdef"}, {"type": "image_url", "image_url": {"url": "x"}}]
+    assert estimate_input_tokens([{"role": "user", "content": parts}]) == one + 1600
+
+
+def test_periods_are_calendar_periods_in_utc() -> None:
+    t = datetime(2026, 12, 31, 23, 30, 5, tzinfo=UTC).timestamp()
+    iso = [(a.isoformat(), b.isoformat()) for a, b in (period_bounds(p, t)
+                                                         for p in ("hour", "day", "month"))]
+    assert iso == [("2026-12-31T23:00:00+00:00", "2027-01-01T00:00:00+00:00"),
+                   ("2026-12-31T00:00:00+00:00", "2027-01-01T00:00:00+00:00"),
+                   ("2026-12-01T00:00:00+00:00", "2027-01-01T00:00:00+00:00")]
+    feb = period_bounds("month", datetime(2028, 2, 29, tzinfo=UTC).timestamp())
+    assert feb[1] == datetime(2028, 3, 1, tzinfo=UTC)
+
+
+def test_sixteen_threads_never_spend_past_a_cap(
+        tmp_path: Path, index: Path, fault_server: MakeFaultServer) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    srv = fault_server([200])
+    srv.delay_s = 0.02  # requests overlap: reservations, not luck, keep the cap
+    routes = write_routes(tmp_path / "routes", priced(srv), {"greet": ["dear"], "code": ["dear"]},
+                          budgets={"caps": [{"name": "c", "scope": "route", "period": "day",
+                                             "limit_usd": 5 * ACTUAL["dear"]}]})
+    router = Router.load(routes, index, classifier=False)
+    d = Dispatcher(router, budgets=Budgets(router.routes.settings.budgets, MemoryStore()))
+
+    def one(_: int) -> bool:
+        try:
+            d.dispatch(WEAK, max_tokens=MAX_TOKENS)
+            return True
+        except BudgetExceededError:
+            return False
+
+    with ThreadPoolExecutor(16) as pool:
+        answered = sum(pool.map(one, range(32)))
+    assert 1 <= answered <= 5 and srv.hits == answered
+    assert d.state.budgets.spent("c", "greet") == pytest.approx(answered * ACTUAL["dear"])
+    with pytest.raises(ValueError, match="max_cost_usd must be a positive"):
+        d.dispatch(WEAK, max_cost_usd=0)

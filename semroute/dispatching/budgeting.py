@@ -54,6 +54,9 @@ def admit(budgets: Budgets, routes: RouteSet, spec_of: Callable[[str], ModelSpec
           system: str | None, max_tokens: int, parallel: bool, asked: Asked) -> Plan[Grant]:
     """Which of `chain` may serve the request within its budgets (raises
     `BudgetExceededError`); the cost bound is reserved on every matching cap."""
+    if asked.max_cost_usd is not None and not asked.max_cost_usd > 0:
+        raise ValueError(f"max_cost_usd must be a positive number of USD, not "
+                         f"{asked.max_cost_usd!r}")
     if asked.max_cost_usd is None and not budgets.settings.caps:
         return Grant(tuple(chain), parallel)
     tokens = estimate_input_tokens(messages, system)
