@@ -363,3 +363,25 @@ def test_sixteen_threads_never_spend_past_a_cap(
     assert d.state.budgets.spent("c", "greet") == pytest.approx(answered * ACTUAL["dear"])
     with pytest.raises(ValueError, match="max_cost_usd must be a positive"):
         d.dispatch(WEAK, max_cost_usd=0)
+
+
+def test_a_cancelled_request_gives_its_reservation_back(
+        tmp_path: Path, index: Path, fault_server: MakeFaultServer) -> None:
+    import asyncio
+
+    srv = fault_server([200], delay_s=5.0)
+    caps = [{"name": "c", "scope": "route", "period": "day", "limit_usd": 100}]
+    d = make(tmp_path, index, priced(srv), {"greet": ["dear"], "code": ["dear"]}, caps)
+
+    async def cancel_midway() -> float:
+        task = asyncio.create_task(d.adispatch(WEAK, max_tokens=MAX_TOKENS))
+        while srv.hits == 0:  # the call is in flight: the bound is reserved
+            await asyncio.sleep(0.01)
+        held = d.state.budgets.spent("c", "greet")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return held
+
+    assert asyncio.run(cancel_midway()) == pytest.approx(bound(WEAK, "dear"))
+    assert d.state.budgets.spent("c", "greet") == 0.0

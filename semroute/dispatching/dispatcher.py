@@ -192,6 +192,9 @@ class Dispatcher:
                 include_query=self.include_query, sticky=placed.sticky,
                 budget=grant.record), redact)
             raise
+        except BaseException:  # cancelled (no yield allowed now): give the reservation back
+            self.state.budgets.settle(grant, 0.0)
+            raise
         record(self.state.stickiness, placed, answered.spec.key)
         latency["model"] = (time.perf_counter() - t_model) * 1e3
         settled = partial(self._settle, answered.spec, redact, grant)
