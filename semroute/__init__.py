@@ -37,6 +37,8 @@ _EXPORTS = {
     "adispatch": "semroute.dispatching",
     "dispatch": "semroute.dispatching",
     "AllModelsFailedError": "semroute.errors",
+    "BudgetExceededError": "semroute.errors",
+    "UnknownStepError": "semroute.errors",
     "CalibrationWarning": "semroute.errors",
     "ConfigError": "semroute.errors",
     "CorruptIndexError": "semroute.errors",
@@ -58,6 +60,7 @@ _EXPORTS = {
 __all__ = [
     "AllModelsFailedError",
     "Attempt",
+    "BudgetExceededError",
     "BuildReport",
     "CalibrationWarning",
     "Candidate",
@@ -86,6 +89,7 @@ __all__ = [
     "StaleIndexError",
     "StreamInterruptedError",
     "TurnWeight",
+    "UnknownStepError",
     "__version__",
     "adispatch",
     "build_index",
@@ -120,6 +124,7 @@ if TYPE_CHECKING:
     )
     from semroute.errors import (
         AllModelsFailedError,
+        BudgetExceededError,
         CalibrationWarning,
         ConfigError,
         CorruptIndexError,
@@ -136,6 +141,7 @@ if TYPE_CHECKING:
         SemrouteError,
         StaleIndexError,
         StreamInterruptedError,
+        UnknownStepError,
     )
     from semroute.index import BuildReport, build_index
     from semroute.routing import (

@@ -173,3 +173,30 @@ class AllModelsFailedError(SemrouteError):
 
 class CalibrationWarning(UserWarning):
     """The calibration was fitted on an earlier build of the index."""
+
+
+class BudgetExceededError(SemrouteError):
+    """A request does not fit its budget: its `max_cost_usd`, or a period cap (`cap`) whose
+    policy refuses or whose downgrade still does not fit. `estimate_usd` is the cheapest
+    estimate considered, `resets_at` (ISO 8601, UTC) when the cap's period starts again."""
+
+    def __init__(self, message: str, *, request_id: str | None = None,
+                 estimate_usd: float = 0.0, max_cost_usd: float | None = None,
+                 cap: str | None = None, limit_usd: float | None = None,
+                 spent_usd: float | None = None, resets_at: str | None = None) -> None:
+        self.request_id = request_id
+        self.estimate_usd = estimate_usd
+        self.max_cost_usd = max_cost_usd
+        self.cap = cap
+        self.limit_usd = limit_usd
+        self.spent_usd = spent_usd
+        self.resets_at = resets_at
+        self.attempts: list[Attempt] = []  # none: a refused request calls no model
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.args[0],), dict(self.__dict__))
+
+
+class UnknownStepError(SemrouteError, ValueError):
+    """`dispatch(..., step=...)` named a step that models.yaml `steps:` does not map."""

@@ -31,7 +31,8 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     d = _dispatcher(args)
     rows = [("query", "route", "method", "model", "ms", "cost $", "answer (first line)")]
     for q in queries:
-        r = d.dispatch(q, max_tokens=args.max_tokens)
+        r = d.dispatch(q, max_tokens=args.max_tokens, step=args.step,
+                       max_cost_usd=args.max_cost_usd, client_key=args.client_key)
         rows.append((q[:44] + ("..." if len(q) > 44 else ""), r.route, r.decision.method,
                      f"{r.model_key}={r.provider}:{r.model}", f"{r.latency_ms['total']:.0f}",
                      f"{r.cost_usd:.6f}", _first_line(r.text)))
@@ -99,6 +100,12 @@ def register(sub: Any) -> None:
         if name == "dispatch":
             p.add_argument("query", nargs="*", help="query text(s)")
             p.add_argument("--file", metavar="FILE", help="queries, one per line ('-' = stdin)")
+            p.add_argument("--step", metavar="STEP", help="an agent step of models.yaml "
+                           "`steps:` instead of routing (README 'Agent steps')")
+            p.add_argument("--max-cost-usd", type=float, metavar="USD", help="per-request "
+                           "cost cap: the best model whose estimate fits (README 'Budgets')")
+            p.add_argument("--client-key", metavar="ID", help="the caller id that "
+                           "router.budgets caps with scope client_key count under")
         routes_arg(p)
         index_arg(p)
         p.add_argument("--max-tokens", type=int, default=256)

@@ -10,12 +10,17 @@ from semroute.config.modelspec import (
     StructuredMode,
     Usage,
 )
-from semroute.config.routes import Route, RouteSet
+from semroute.config.routes import STEP_PREFIX, Route, RouteSet
 from semroute.config.rules import RuleSpec
 from semroute.config.schema import (
     BUILTIN_PICKS,
     CATALOGUE_FILE,
+    DEFAULT_BUDGET_STORE,
     RESERVED_ROUTE_NAMES,
+    BudgetCap,
+    BudgetPeriod,
+    BudgetScope,
+    BudgetSettings,
     CatalogueFile,
     ModelEntry,
     ParallelSpec,
@@ -29,8 +34,14 @@ from semroute.config.text import normalise_text, utterance_key
 __all__ = [
     "BUILTIN_PICKS",
     "CATALOGUE_FILE",
+    "DEFAULT_BUDGET_STORE",
     "RESERVED_ROUTE_NAMES",
+    "STEP_PREFIX",
     "STRUCTURED_MODES",
+    "BudgetCap",
+    "BudgetPeriod",
+    "BudgetScope",
+    "BudgetSettings",
     "CatalogueFile",
     "ModelEntry",
     "ModelSpec",

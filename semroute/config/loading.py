@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from semroute.config.routes import Route, RouteSet
+from semroute.config.routes import STEP_PREFIX, Route, RouteSet
 from semroute.config.schema import (
     CATALOGUE_FILE,
     CatalogueFile,
@@ -171,6 +171,7 @@ def _cross_checks(routes: list[Route], cat: CatalogueFile, cat_path: Path,
             problems.append(f"{cat_path}: field 'router.classifier_model': '{s.classifier_model}'"
                             f" is not in profile '{profile_name}'")
     problems.extend(_tier_checks(routes, s, cat_path))
+    problems.extend(_step_and_budget_checks(cat, cat_path, {*seen_names, *invalid}))
     if cat.profile not in cat.profiles:
         problems.append(f"{cat_path}: field 'profile': '{cat.profile}' is not one of "
                         f"{', '.join(sorted(cat.profiles))}")
@@ -196,6 +197,28 @@ def _tier_checks(routes: list[Route], s: RouterSettings, cat_path: Path) -> list
             got = "is missing" if tier is None else f"'{tier}' is not one of router.tiers"
             problems.append(f"{r.file}: route '{r.name}': field 'metadata.tier': {got} "
                             f"({', '.join(s.tiers)}; see {cat_path})")
+    return problems
+
+
+def _step_and_budget_checks(cat: CatalogueFile, cat_path: Path, names: set[str]) -> list[str]:
+    """Every step's models and every cap's `downgrade_to` are in every profile; a route cap's
+    `match` names a route or a step (`step:<name>`)."""
+    problems: list[str] = []
+    keyed = [(f"steps.{step}", key) for step, models in cat.steps.items()
+             for key in ([models] if isinstance(models, str) else models)]
+    caps = cat.router.budgets.caps
+    keyed += [(f"router.budgets.caps[{i + 1}].downgrade_to", c.downgrade_to)
+              for i, c in enumerate(caps) if c.downgrade_to is not None]
+    for profile_name, models in cat.profiles.items():
+        problems.extend(f"{cat_path}: field '{field_name}': '{key}' is not in profile "
+                        f"'{profile_name}' (known: {', '.join(sorted(models))})"
+                        for field_name, key in keyed if key not in models)
+    targets = names | {f"{STEP_PREFIX}{step}" for step in cat.steps}
+    for i, c in enumerate(caps):
+        if c.scope == "route" and c.match is not None and c.match not in targets:
+            problems.append(f"{cat_path}: field 'router.budgets.caps[{i + 1}].match': cap "
+                            f"'{c.name}' names no route or step '{c.match}' (known: "
+                            f"{', '.join(sorted(targets))})")
     return problems
 
 
@@ -233,4 +256,5 @@ def load_routes(directory: str | Path = "routes", *, profile: str | None = None)
         settings=catalogue.router,
         profile=active,
         profiles={k: dict(v) for k, v in catalogue.profiles.items()},
+        steps={k: (v,) if isinstance(v, str) else tuple(v) for k, v in catalogue.steps.items()},
     )

@@ -43,6 +43,11 @@ class ModelSpec:
         """Price of one call in the catalogue's currency."""
         return (usage.input_tokens * self.price_in + usage.output_tokens * self.price_out) / 1e6
 
+    def cost_bound(self, input_tokens: int, max_tokens: int) -> float:
+        """What one call may cost at most: `input_tokens` (an estimate) plus a full
+        `max_tokens` answer, at this model's prices."""
+        return self.cost(Usage(input_tokens, max_tokens))
+
 
 @dataclass(frozen=True)
 class Usage:

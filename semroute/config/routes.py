@@ -12,6 +12,8 @@ from typing import Any
 from semroute.config.rules import RuleSpec
 from semroute.config.schema import ModelEntry, ParallelSpec, RouterSettings
 
+STEP_PREFIX = "step:"  # a step's route label: never a route name (':' is not allowed there)
+
 
 @dataclass(frozen=True)
 class Route:
@@ -45,10 +47,24 @@ class RouteSet:
     settings: RouterSettings
     profile: str
     profiles: dict[str, dict[str, ModelEntry]] = field(repr=False)
+    steps: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def route(self, name: str) -> Route:
-        """The route called `name` (KeyError if none): a dict lookup, once per request."""
-        return self._by_name[name]
+        """The route called `name` (KeyError if none): a dict lookup, once per request; a
+        step's label (`step:<name>`) gives the step's route."""
+        found = self._by_name.get(name)
+        if found is None and name.startswith(STEP_PREFIX):
+            return self.step_route(name.removeprefix(STEP_PREFIX))
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def step_route(self, step: str) -> Route:
+        """An agent step (models.yaml `steps:`) as a route named `step:<step>` with the step's
+        model chain, no utterances and no system prompt (KeyError if unknown)."""
+        return Route(name=f"{STEP_PREFIX}{step}", description=f"agent step '{step}'",
+                     models=self.steps[step], utterances=(), threshold=None,
+                     system_prompt=None, metadata={}, file=self.directory / "models.yaml")
 
     @cached_property
     def _by_name(self) -> dict[str, Route]:

@@ -3,6 +3,7 @@ message says what to fix. Loading, and the checks across files, are in loading.p
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -18,6 +19,7 @@ from semroute.config.rules import RuleSpec
 from semroute.config.text import normalise_text
 
 CATALOGUE_FILE = "models.yaml"
+STEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Names that mean "no route" elsewhere (casefolded, as labels are matched): a route by one of
 # these names could never be told apart from that answer.
 RESERVED_ROUTE_NAMES: dict[str, str] = {
@@ -174,6 +176,55 @@ class StickinessSettings(_Strict):
         return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
 
 
+BudgetScope = Literal["client_key", "user", "route"]
+BudgetPeriod = Literal["hour", "day", "month"]
+DEFAULT_BUDGET_STORE = ".semroute/state.db"
+
+
+class BudgetCap(_Strict):
+    """One spending cap per period: per caller key, user or route (each one, or the one named
+    by `match`), counted in calendar periods (UTC); over it, `downgrade` or `refuse`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
+    scope: BudgetScope
+    match: str | None = Field(default=None, min_length=1, description="the one client key, "
+                              "user or route (a step: 'step:<name>') capped; None: each one")
+    period: BudgetPeriod
+    limit_usd: float = Field(gt=0)
+    policy: Literal["downgrade", "refuse"] = "refuse"
+    downgrade_to: str | None = Field(default=None, description="catalogue key served when "
+                                     "over the cap (default: the chain's cheapest model)")
+
+    @field_validator("scope", mode="before")
+    @classmethod
+    def _api_key_alias(cls, v: Any) -> Any:
+        return "client_key" if v == "api_key" else v  # the issue's word for the caller's key
+
+    @field_validator("downgrade_to")
+    @classmethod
+    def _downgrade_only(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and info.data.get("policy") == "refuse":
+            raise ValueError("only used with policy: downgrade")
+        return v
+
+
+class BudgetSettings(_Strict):
+    """`router.budgets`: where spend counters live and the caps they enforce."""
+
+    store: str = Field(default=DEFAULT_BUDGET_STORE, min_length=1, description="SQLite file "
+                       "of the counters (relative: to the working directory)")
+    caps: list[BudgetCap] = Field(default_factory=list)
+
+    @field_validator("caps")
+    @classmethod
+    def _names_unique(cls, v: list[BudgetCap]) -> list[BudgetCap]:
+        names = [c.name for c in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"cap names must be unique; repeated: {', '.join(dupes)}")
+        return v
+
+
 class RouterSettings(_Strict):
     """Router-wide settings; those that shape the index are recorded in its manifest."""
 
@@ -200,6 +251,12 @@ class RouterSettings(_Strict):
     tiers: list[str] | None = Field(default=None, min_length=1, description="tier names, "
                                     "weakest first; each route's tier is its metadata.tier")
     stickiness: StickinessSettings = Field(default_factory=StickinessSettings)
+    budgets: BudgetSettings = Field(default_factory=BudgetSettings)
+
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _caps_list(cls, v: Any) -> Any:
+        return {"caps": v} if isinstance(v, list) else v  # a bare list of caps is fine
 
     @field_validator("tiers")
     @classmethod
@@ -220,3 +277,16 @@ class CatalogueFile(_Strict):
     profile: str = "default"
     profiles: dict[str, dict[str, ModelEntry]] = Field(min_length=1)
     router: RouterSettings = Field(default_factory=RouterSettings)
+    steps: dict[str, str | list[str]] = Field(
+        default_factory=dict, description="agent step -> a catalogue key or a failover list")
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_well_formed(cls, v: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        problems = [f"step name '{name}': use letters, digits, '_', '.', '-'"
+                    for name in v if not STEP_NAME.fullmatch(name)]
+        problems += [f"step '{name}' must name at least one model key"
+                     for name, models in v.items() if isinstance(models, list) and not models]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v

@@ -15,6 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from semroute.config import ModelSpec, StickinessSettings
+from semroute.dispatching.budgeting import (
+    NOTHING_ASKED,
+    Asked,
+    admit,
+    settle,
+    step_placement,
+    step_plan,
+)
 from semroute.dispatching.chain import Answered, call_chain
 from semroute.dispatching.cooldowns import Cooldowns
 from semroute.dispatching.messages import as_messages, latest_user_turn
@@ -23,8 +31,14 @@ from semroute.dispatching.response import Response, Settle
 from semroute.dispatching.state import DispatchState
 from semroute.dispatching.sticky import place, record
 from semroute.dispatching.trace_record import trace_record
-from semroute.errors import AllModelsFailedError, ConfigError, NoRouteError, ProviderError
-from semroute.policies import Placement
+from semroute.errors import (
+    AllModelsFailedError,
+    BudgetExceededError,
+    ConfigError,
+    NoRouteError,
+    ProviderError,
+)
+from semroute.policies import Budgets, Grant, Placement
 from semroute.providers import (
     Completion,
     Message,
@@ -53,10 +67,12 @@ class Dispatcher:
                  include_query: bool | None = None, rng: random.Random | None = None,
                  state: DispatchState | None = None, store: Store | None = None,
                  stickiness: StickinessSettings | None = None,
-                 pickers: Mapping[str, Picker] | None = None) -> None:
-        if state is not None and (trace, include_query, rng, store, stickiness) != (None,) * 5:
-            raise ValueError("pass either `state` or trace/include_query/rng/store/stickiness, "
-                             "not both")
+                 pickers: Mapping[str, Picker] | None = None,
+                 budgets: Budgets | None = None) -> None:
+        if state is not None and \
+                (trace, include_query, rng, store, stickiness, budgets) != (None,) * 6:
+            raise ValueError("pass either `state` or trace/include_query/rng/store/stickiness/"
+                             "budgets, not both")
         self.router = router
         self.pickers: dict[str, Picker] = dict(pickers or {})
         if pickers is not None:
@@ -66,7 +82,8 @@ class Dispatcher:
                 raise ConfigError(problems)
         self.state = state or DispatchState.create(router.routes.settings, trace=trace,
                                                    include_query=include_query, rng=rng,
-                                                   store=store, stickiness=stickiness)
+                                                   store=store, stickiness=stickiness,
+                                                   budgets=budgets)
 
     @property
     def trace(self) -> TraceSink | None:
@@ -91,21 +108,28 @@ class Dispatcher:
     def dispatch(self, request: str | Sequence[Message], *, system: str | None = None,
                  max_tokens: int = 512, stream: bool = False,
                  metadata: Mapping[str, str] | None = None, conversation_id: str | None = None,
-                 user: str | None = None, **kwargs: Any) -> Response:
+                 user: str | None = None, step: str | None = None,
+                 max_cost_usd: float | None = None, client_key: str | None = None,
+                 **kwargs: Any) -> Response:
         """Route `request` (a query or chat messages) and return the model's answer.
         `metadata` is what route-file rules match (never sent on); `conversation_id` and
-        `user` key stickiness (README "Stickiness")."""
+        `user` key stickiness (README "Stickiness"); `step` names an agent step instead of
+        routing (README "Agent steps"); `max_cost_usd`, `client_key` and `user` are what
+        budgets check (README "Budgets")."""
         return run_sync(self._plan(request, system, max_tokens, stream, kwargs, metadata,
-                                   (conversation_id, user)))
+                                   (conversation_id, user),
+                                   Asked(step, max_cost_usd, client_key, user)))
 
     async def adispatch(self, request: str | Sequence[Message], *, system: str | None = None,
                         max_tokens: int = 512, stream: bool = False,
                         metadata: Mapping[str, str] | None = None,
                         conversation_id: str | None = None, user: str | None = None,
-                        **kwargs: Any) -> Response:
+                        step: str | None = None, max_cost_usd: float | None = None,
+                        client_key: str | None = None, **kwargs: Any) -> Response:
         """Async `dispatch`: the same plan, awaited; blocking work runs off the event loop."""
         return await run_async(self._plan(request, system, max_tokens, stream, kwargs,
-                                          metadata, (conversation_id, user)))
+                                          metadata, (conversation_id, user),
+                                          Asked(step, max_cost_usd, client_key, user)))
 
     def provider(self, key: str) -> Provider[Any, Any]:
         """The provider adapter of catalogue key `key`."""
@@ -117,13 +141,16 @@ class Dispatcher:
     def _plan(self, request: str | Sequence[Message], system: str | None, max_tokens: int,
               stream: bool, kwargs: dict[str, Any],
               metadata: Mapping[str, str] | None = None,
-              ids: tuple[str | None, str | None] = (None, None)) -> Plan[Response]:
+              ids: tuple[str | None, str | None] = (None, None),
+              asked: Asked = NOTHING_ASKED) -> Plan[Response]:
         t0 = time.perf_counter()
         request_id = uuid.uuid4().hex
         messages = as_messages(request)
         turn = latest_user_turn(messages)
         # the latest turn, in the context of the conversation; rules see request metadata
-        decision = yield from self.router.decide_plan(messages, metadata=metadata)
+        decision = (yield from step_plan(self.router.routes, asked.step, turn)) \
+            if asked.step is not None else \
+            (yield from self.router.decide_plan(messages, metadata=metadata))
         latency = {"decide": (time.perf_counter() - t0) * 1e3}
         redact = (turn, decision.query)
         if decision.route is None:
@@ -132,40 +159,57 @@ class Dispatcher:
                 include_query=self.include_query), redact)
             raise NoRouteError(f"no route for the query ({decision.reason}); set "
                                f"router.default_route in models.yaml")
-        placed = place(self.state.stickiness, self.router.routes, decision.route, messages,
-                       system, ids)
+        placed = step_placement(self.router.routes, decision) if asked.step is not None else \
+            place(self.state.stickiness, self.router.routes, decision.route, messages,
+                  system, ids)
         route = placed.route
         system_text = "\n\n".join(x for x in (route.system_prompt, system) if x) or None
         call_kwargs = dict(kwargs, system=system_text, max_tokens=max_tokens)
-        if route.parallel is not None and not stream:  # streams use the `model` chain
+        try:
+            grant = yield from admit(self.state.budgets, self.router.routes, self._spec,
+                                     request_id, route, placed.chain, messages, system_text,
+                                     max_tokens, route.parallel is not None and not stream,
+                                     asked)
+        except BudgetExceededError as exc:
+            yield from self._write(trace_record(
+                request_id, decision, [], latency, error=str(exc),
+                include_query=self.include_query, sticky=placed.sticky), redact)
+            raise
+        if grant.parallel:  # streams use the `model` chain, and so may budgets
             return (yield from self._parallel(request_id, decision, placed, messages, turn,
-                                              call_kwargs, latency, redact,
+                                              call_kwargs, latency, redact, grant,
                                               not isinstance(request, str)))
         t_model = time.perf_counter()
         try:
-            answered = yield from call_chain(route.name, placed.chain, self._spec, messages,
+            answered = yield from call_chain(route.name, grant.chain, self._spec, messages,
                                              call_kwargs, stream, self.state,
                                              self.router.routes.settings)
         except (ProviderError, AllModelsFailedError) as exc:
             exc.request_id = request_id
             error = "all models failed" if isinstance(exc, AllModelsFailedError) else str(exc)
+            yield from settle(self.state.budgets, grant, 0.0)  # errors cost nothing
             yield from self._write(trace_record(
                 request_id, decision, exc.attempts, latency, error=error,
-                include_query=self.include_query, sticky=placed.sticky), redact)
+                include_query=self.include_query, sticky=placed.sticky,
+                budget=grant.record), redact)
+            raise
+        except BaseException:  # cancelled (no yield allowed now): give the reservation back
+            self.state.budgets.settle(grant, 0.0)
             raise
         record(self.state.stickiness, placed, answered.spec.key)
         latency["model"] = (time.perf_counter() - t_model) * 1e3
-        settle = partial(self._settle, answered.spec, redact, not isinstance(request, str))
-        r = self._response(request_id, decision, answered, latency, settle)
-        r.route, r.sticky = route.name, placed.sticky
+        settled = partial(self._settle, answered.spec, redact, grant,
+                          not isinstance(request, str))
+        r = self._response(request_id, decision, answered, latency, settled)
+        r.route, r.sticky, r.budget = route.name, placed.sticky, grant.record
         if r.stream_state == "complete":
-            yield from settle(r, None, None)
+            yield from settled(r, None, None)
         return r
 
     def _parallel(self, request_id: str, decision: Decision, placed: Placement,
                   messages: list[Message], turn: str, call_kwargs: dict[str, Any],
                   latency: dict[str, float], redact: tuple[str, ...],
-                  chat: bool) -> Plan[Response]:
+                  grant: Grant, chat: bool) -> Plan[Response]:
         """A parallel route: ask its models at once, pick one answer (`parallel.py`)."""
         route, t_model = placed.route, time.perf_counter()
         try:
@@ -174,9 +218,11 @@ class Dispatcher:
                                                 self.pickers)
         except AllModelsFailedError as exc:
             exc.request_id = request_id
+            yield from settle(self.state.budgets, grant, 0.0)
             yield from self._write(trace_record(
                 request_id, decision, exc.attempts, latency, error="all models failed",
-                include_query=self.include_query, sticky=placed.sticky), redact)
+                include_query=self.include_query, sticky=placed.sticky,
+                budget=grant.record), redact)
             raise
         record(self.state.stickiness, placed, picked.spec.key)
         latency["model"] = (time.perf_counter() - t_model) * 1e3
@@ -187,7 +233,8 @@ class Dispatcher:
             provider=spec.provider, text=done.text, usage=picked.usage,
             cost_usd=picked.cost_usd, finish_reason=done.finish_reason, latency_ms=latency,
             attempts=picked.attempts, decision=decision, sticky=placed.sticky,
-            parallel=picked.outcome)
+            parallel=picked.outcome, budget=grant.record)
+        yield from settle(self.state.budgets, grant, picked.cost_usd)
         yield from self._write(trace_record(
             request_id, decision, r.attempts, latency, response=r,
             include_query=self.include_query, sticky=r.sticky), redact)
@@ -211,11 +258,13 @@ class Dispatcher:
             stream_state="complete" if done else "open",
             _stream=stream, _settle=None if done else settle)
 
-    def _settle(self, spec: ModelSpec, redact: tuple[str, ...], chat: bool, r: Response,
-                chunks: int | None, error: ProviderError | None) -> Plan[None]:
-        """Price and trace an answer (a streamed one when it ends: `chunks` delivered); a
-        complete chat reply is pre-scored in the background for the conversation's next turn."""
+    def _settle(self, spec: ModelSpec, redact: tuple[str, ...], grant: Grant, chat: bool,
+                r: Response, chunks: int | None, error: ProviderError | None) -> Plan[None]:
+        """Price, count against budgets and trace an answer (a streamed one when it ends:
+        `chunks` delivered); a complete chat reply is pre-scored in the background for the
+        conversation's next turn."""
         r.cost_usd = spec.cost(r.usage)
+        yield from settle(self.state.budgets, grant, r.cost_usd)
         r.latency_ms["total"] = sum(v for k, v in r.latency_ms.items() if k != "total")
         if error is not None:
             error.attempts, error.request_id = r.attempts, r.request_id

@@ -38,6 +38,10 @@ class Response:
     On a parallel route (README "Parallel-then-pick"), `parallel` says which models were asked,
     which answered and which was picked and why; `usage` and `cost_usd` then sum every call
     (the judge's too), and the model fields name the picked model.
+
+    `budget` (README "Budgets") says what `max_cost_usd` and the period caps did: the models
+    before and after, the estimate, each cap's spend and reset time, why, and the cost
+    counted; None when no budget applied.
     """
 
     request_id: str
@@ -55,6 +59,7 @@ class Response:
     stream_state: StreamState = "complete"
     sticky: dict[str, Any] | None = None
     parallel: ParallelOutcome | None = None
+    budget: dict[str, Any] | None = None
     _stream: Stream | AsyncStream | None = field(default=None, repr=False)
     _settle: Settle | None = field(default=None, repr=False)
     _opened: float = field(default_factory=time.perf_counter, repr=False)

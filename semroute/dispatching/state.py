@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from semroute.config import ModelSpec, RouterSettings, StickinessSettings
+from semroute.config import BudgetSettings, ModelSpec, RouterSettings, StickinessSettings
 from semroute.dispatching.cooldowns import Cooldowns
 from semroute.dispatching.prescore import Prescorer
-from semroute.policies import Stickiness
+from semroute.policies import Budgets, Stickiness
 from semroute.providers import Provider, make_provider
-from semroute.state import MemoryStore, Store
+from semroute.state import MemoryStore, SqliteStore, Store
 from semroute.telemetry import JsonlSink, TraceSink, TraceWriter
 
 
@@ -29,6 +29,7 @@ class DispatchState:
     rng: random.Random
     stickiness: Stickiness | None = None
     prescorer: Prescorer = field(default_factory=Prescorer)
+    budgets: Budgets = field(default_factory=lambda: Budgets(BudgetSettings(), None))
     _providers: dict[ModelSpec, Provider[Any, Any]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -36,9 +37,11 @@ class DispatchState:
     def create(cls, settings: RouterSettings, *, trace: TraceSink | str | Path | None = None,
                include_query: bool | None = None,
                rng: random.Random | None = None, store: Store | None = None,
-               stickiness: StickinessSettings | None = None) -> DispatchState:
-        """State for a router's settings; `trace`, `include_query` and `stickiness` override
-        them; `store` holds stickiness state (default: an in-process `MemoryStore`)."""
+               stickiness: StickinessSettings | None = None,
+               budgets: Budgets | None = None) -> DispatchState:
+        """State for a router's settings; `trace`, `include_query`, `stickiness` and
+        `budgets` override them; `store` holds stickiness state (default: an in-process
+        `MemoryStore`); budget caps count in a `SqliteStore` at `router.budgets.store`."""
         target = trace if trace is not None else settings.trace_path
         sticky = stickiness or settings.stickiness
         sink: TraceSink | None = JsonlSink(target) if isinstance(target, str | Path) else target
@@ -51,6 +54,8 @@ class DispatchState:
             stickiness=Stickiness(sticky, settings.tiers,
                                   store if store is not None
                                   else MemoryStore(sticky.max_entries)),
+            budgets=budgets or Budgets(settings.budgets, SqliteStore(settings.budgets.store)
+                                       if settings.budgets.caps else None),
         )
 
     def provider(self, spec: ModelSpec) -> Provider[Any, Any]:

@@ -22,11 +22,13 @@ def trace_record(
     error: str | None = None,
     include_query: bool = False,
     sticky: dict[str, Any] | None = None,
+    budget: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One trace line. `response` is None when no model answered; `stream` is
     `{"state", "chunks", "chars"}` for streamed answers; `sticky` says how stickiness changed
     the decision's route or model (hashed ids only), and `route` is then the route served;
-    `parallel` is how a parallel route's answer was picked (`ParallelOutcome.to_dict()`)."""
+    `parallel` is how a parallel route's answer was picked (`ParallelOutcome.to_dict()`);
+    `budget` what the budgets did (the response's, else the one given; hashed ids only)."""
     c = decision.classifier
     record: dict[str, Any] = {
         "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -59,6 +61,7 @@ def trace_record(
         "error": error,
         "sticky": sticky,
         "parallel": response.parallel.to_dict() if response and response.parallel else None,
+        "budget": response.budget if response else budget,
     }
     if sticky is not None:
         record["route"] = sticky["to_route"]

@@ -42,3 +42,8 @@ def conversation_key(messages: Sequence[Message], *, system: str | None = None,
 def user_key(user: str | None) -> str | None:
     """The hashed id of a caller-given user, or None."""
     return None if user is None else _digest("user", user)
+
+
+def client_key_id(client_key: str | None) -> str | None:
+    """The hashed id of a caller's key (an API key or tenant id), or None."""
+    return None if client_key is None else _digest("client_key", client_key)

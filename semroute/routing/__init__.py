@@ -20,6 +20,7 @@ from semroute.routing.matcher import (
 )
 from semroute.routing.router import Request, Router, load_router
 from semroute.routing.rules import CompiledRule, RuleOutcome, RuleSet
+from semroute.routing.steps import step_decision
 
 __all__ = [
     "Candidate",
@@ -40,5 +41,6 @@ __all__ = [
     "load_router",
     "prepare_query",
     "resolve_thresholds",
+    "step_decision",
     "to_default",
 ]

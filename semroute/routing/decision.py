@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Method = Literal["rule", "index", "classifier", "default", "undecided"]
+Method = Literal["rule", "index", "classifier", "default", "undecided", "step"]
 
 
 def _plain(value: Any) -> Any:
@@ -77,7 +77,9 @@ class Decision:
     clearing the thresholds and no classifier or default route took it.
     `timings_ms` has one entry per stage that ran (rules, normalise, encode, search, score,
     classify). A rule decision (method "rule", `rule` says which) has score 1.0 and margin 1.0,
-    no candidates, and the thresholds the index would have applied to its route.
+    no candidates, and the thresholds the index would have applied to its route. A step
+    decision (method "step": the caller named an agent step) is the same, with route
+    `step:<name>`, thresholds 0 and a `step` timing: no rule or encoder ran.
     `context` lists the turns that counted when a follow-up was routed in the context of the
     conversation (empty when the latest user turn was routed on its own).
     """

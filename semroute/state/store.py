@@ -1,5 +1,6 @@
-"""The `Store` protocol (get, set with TTL, compare-and-set, delete) and `MemoryStore`, its
-thread-safe in-process implementation with TTL expiry, an injectable clock and LRU eviction.
+"""The `Store` protocol (get, set with TTL, compare-and-set, atomic add, delete) and
+`MemoryStore`, its thread-safe in-process implementation with TTL expiry, an injectable clock
+and LRU eviction.
 
 Values are kept as canonical JSON text, so every backend behaves alike: what you read back is
 a fresh copy, and compare-and-set compares JSON values, never object identity.
@@ -35,13 +36,29 @@ class Store(Protocol):
         """Store `value` only if `key` now holds `expected` (None: absent); True if stored."""
         ...
 
+    def add(self, key: str, amount: float, ttl_seconds: float) -> float:
+        """Atomically add `amount` to the number at `key` (absent or expired: 0) and return the
+        sum. A new key lives `ttl_seconds`; an existing one keeps its expiry (as Redis
+        INCRBYFLOAT + EXPIRE NX). Raises TypeError if `key` holds something else."""
+        ...
+
     def delete(self, key: str) -> None:
         """Forget `key` (absent keys are fine)."""
         ...
 
 
-def _dump(value: Json) -> str:
+def dump(value: Json) -> str:
+    """Canonical JSON text: what every backend stores and compares."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def added(current: Json | None, amount: float, key: str) -> float:
+    """`current + amount` for `Store.add` (None counts as 0); TypeError for a non-number."""
+    if current is None:
+        return float(amount)
+    if isinstance(current, bool) or not isinstance(current, int | float):
+        raise TypeError(f"store key {key!r} holds {type(current).__name__}, not a number")
+    return float(current) + amount
 
 
 class MemoryStore:
@@ -72,19 +89,28 @@ class MemoryStore:
         return value
 
     def set(self, key: str, value: Json, ttl_seconds: float) -> None:
-        text = _dump(value)
+        text = dump(value)
         with self._lock:
             self._put(key, text, ttl_seconds)
 
     def compare_and_set(self, key: str, expected: Json | None, value: Json,
                         ttl_seconds: float) -> bool:
-        text = _dump(value)
-        want = None if expected is None else _dump(expected)
+        text = dump(value)
+        want = None if expected is None else dump(expected)
         with self._lock:
             if self._live(key, self.clock()) != want:
                 return False
             self._put(key, text, ttl_seconds)
             return True
+
+    def add(self, key: str, amount: float, ttl_seconds: float) -> float:
+        with self._lock:
+            now = self.clock()
+            text = self._live(key, now)
+            total = added(None if text is None else json.loads(text), amount, key)
+            expires = now + ttl_seconds if text is None else self._data[key][0]
+            self._put(key, dump(total), expires - now)
+            return total
 
     def delete(self, key: str) -> None:
         with self._lock:
