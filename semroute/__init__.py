@@ -34,6 +34,7 @@ _EXPORTS = {
     "Dispatcher": "semroute.dispatching",
     "Response": "semroute.dispatching",
     "ParallelOutcome": "semroute.dispatching",
+    "CascadeOutcome": "semroute.dispatching",
     "adispatch": "semroute.dispatching",
     "dispatch": "semroute.dispatching",
     "AllModelsFailedError": "semroute.errors",
@@ -61,6 +62,7 @@ __all__ = [
     "BuildReport",
     "CalibrationWarning",
     "Candidate",
+    "CascadeOutcome",
     "ClassifierCall",
     "ConfigError",
     "CorruptIndexError",
@@ -112,6 +114,7 @@ if TYPE_CHECKING:
     from semroute.config import RouteSet, load_routes
     from semroute.dispatching import (
         Attempt,
+        CascadeOutcome,
         Dispatcher,
         ParallelOutcome,
         Response,

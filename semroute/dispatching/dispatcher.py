@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from semroute.config import ModelSpec, StickinessSettings
+from semroute.dispatching.cascade_serve import CascadeHost, serve_cascade
 from semroute.dispatching.chain import Answered, call_chain
 from semroute.dispatching.cooldowns import Cooldowns
 from semroute.dispatching.messages import as_messages, latest_user_turn
@@ -140,6 +141,11 @@ class Dispatcher:
         if route.parallel is not None and not stream:  # streams use the `model` chain
             return (yield from self._parallel(request_id, decision, placed, messages, turn,
                                               call_kwargs, latency, redact))
+        if route.cascade is not None:  # cheap first, gated, escalating (cascade.py)
+            host = CascadeHost(self._spec, self.state, self.router.routes.settings,
+                               partial(self._write, redact=redact), self.include_query)
+            return (yield from serve_cascade(host, request_id, decision, placed, messages, turn,
+                                             call_kwargs, stream, latency))
         t_model = time.perf_counter()
         try:
             answered = yield from call_chain(route.name, placed.chain, self._spec, messages,

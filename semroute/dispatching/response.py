@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from semroute.dispatching.attempts import Attempt
+from semroute.dispatching.cascade import CascadeOutcome
 from semroute.dispatching.parallel import ParallelOutcome
 from semroute.errors import ProviderError
 from semroute.providers import AsyncStream, Completion, Plan, Stream, Usage, run_async, run_sync
@@ -38,6 +39,9 @@ class Response:
     On a parallel route (README "Parallel-then-pick"), `parallel` says which models were asked,
     which answered and which was picked and why; `usage` and `cost_usd` then sum every call
     (the judge's too), and the model fields name the picked model.
+
+    On a cascade route (README "Cascades"), `cascade` lists each step tried, its gate verdict
+    and cost; `usage` and `cost_usd` sum every step and every judge call.
     """
 
     request_id: str
@@ -55,6 +59,7 @@ class Response:
     stream_state: StreamState = "complete"
     sticky: dict[str, Any] | None = None
     parallel: ParallelOutcome | None = None
+    cascade: CascadeOutcome | None = None
     _stream: Stream | AsyncStream | None = field(default=None, repr=False)
     _settle: Settle | None = field(default=None, repr=False)
     _opened: float = field(default_factory=time.perf_counter, repr=False)

@@ -26,7 +26,8 @@ def trace_record(
     """One trace line. `response` is None when no model answered; `stream` is
     `{"state", "chunks", "chars"}` for streamed answers; `sticky` says how stickiness changed
     the decision's route or model (hashed ids only), and `route` is then the route served;
-    `parallel` is how a parallel route's answer was picked (`ParallelOutcome.to_dict()`)."""
+    `parallel` is how a parallel route's answer was picked (`ParallelOutcome.to_dict()`);
+    `cascade` the steps a cascade route climbed (`CascadeOutcome.to_dict()`, no answer text)."""
     c = decision.classifier
     record: dict[str, Any] = {
         "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -59,6 +60,7 @@ def trace_record(
         "error": error,
         "sticky": sticky,
         "parallel": response.parallel.to_dict() if response and response.parallel else None,
+        "cascade": response.cascade.to_dict() if response and response.cascade else None,
     }
     if sticky is not None:
         record["route"] = sticky["to_route"]
