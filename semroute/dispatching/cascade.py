@@ -2,8 +2,8 @@
 gate or a failed model, return the first accepted answer (README "Cascades").
 
 Each step runs `call_chain` over its own failover chain (retries, failover, cooldowns, attempt
-records); the last step's chain continues with the route's `model` keys it does not name, so
-the route's `model` stays the answer of last resort. Gates run in a fixed order whatever the
+records); the last step's chain continues with the route's `model` keys no step names, so the
+route's `model` stays the answer of last resort. Gates run in a fixed order whatever the
 file's order: the free ones first (`non_empty`, `not_refusal`, `json`, `json_schema`, `regex`,
 then `self_confidence`, which only parses), the judge last, so a judge is paid only when it
 can decide. The first failing gate escalates. The last step is not gated: nothing is left to
@@ -39,7 +39,7 @@ JUDGE_SYSTEM = (
     "off-topic, empty or a refusal. Reply with the score only."
 )
 JUDGE_LABELS = [str(n) for n in range(1, 11)]
-JUDGE_MAX_TOKENS = 8
+JUDGE_MAX_TOKENS = 24  # room for the JSON form {"label": "10"} of constrained output
 JUDGE_ANSWER_CHARS = 4000
 
 
@@ -101,7 +101,8 @@ def cascade_steps(route: Route, stream: bool) -> list[tuple[str, ...]]:
     c = route.cascade
     assert c is not None
     steps = list(c.steps)
-    steps[-1] = (*steps[-1], *(k for k in route.models if k not in steps[-1]))
+    named = {k for step in steps for k in step}
+    steps[-1] = (*steps[-1], *(k for k in route.models if k not in named))
     return steps[-1:] if stream and c.stream == "last" else steps
 
 
