@@ -231,8 +231,8 @@ def _judge(route: str, gate: GateSpec, spec_of: Callable[[str], ModelSpec], quer
     messages: list[Message] = [{"role": "user", "content": prompt}]
     try:
         answered = yield from call_chain(route, [key], spec_of, messages, {
-            "system": JUDGE_SYSTEM, "max_tokens": JUDGE_MAX_TOKENS, "labels": JUDGE_LABELS,
-            "temperature": 0.0}, False, state, settings)
+            "system": JUDGE_SYSTEM, "max_tokens": JUDGE_MAX_TOKENS, "labels": JUDGE_LABELS},
+            False, state, settings)  # no temperature: OpenAI's reasoning models refuse one
     except (AllModelsFailedError, ProviderError) as exc:
         tried = [replace(a, judge=True) for a in exc.attempts]
         why = tried[-1].error if tried else str(exc)
