@@ -336,3 +336,28 @@ def test_the_real_local_model_climbs_consistently(
         assert first.verdict == ("accepted" if first.confidence >= 0.5 else "escalated")
     assert r.cost_usd == pytest.approx(sum(s.cost_usd + s.gate_cost_usd
                                            for s in r.cascade.steps))
+
+
+def test_semroute_routes_shows_the_example_cascades(capsys: pytest.CaptureFixture[str]) -> None:
+    from semroute.cli import main
+
+    assert main(["routes", "--routes", str(Path(__file__).parent.parent / "routes")]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("simple_qa"))
+    assert "(cascade: fast|fast_backup -> balanced|balanced_backup; gates non_empty, " \
+           "not_refusal, self_confidence)" in line
+
+
+def test_an_anthropic_judge_is_constrained_by_a_forced_tool(
+        make: MakeCascade, fault_server: MakeFaultServer) -> None:
+    """The fault server's Anthropic side answers a forced tool with its first label, "1"."""
+    s = servers(fault_server, {"cheap": GOOD, "strong": "strong answer"})
+    judge = fault_server([200])
+    d = make({**catalogue_of(s), "judge": entry("anthropic", judge.base_url)},
+             {"models": ["cheap", "strong"], "gates": [{"judge": {"model": "judge"}}]})
+    r = d.dispatch(QUERY)
+    assert steps(r) == [("cheap", "escalated", "judge"), ("strong", "final", None)]
+    assert r.cascade is not None and r.cascade.steps[0].judge_score == 1
+    assert "scored 1/10" in r.cascade.steps[0].why
+    tool = judge.bodies[0]["tools"][0]
+    assert tool["input_schema"]["properties"]["label"]["enum"] == [str(n) for n in range(1, 11)]
+    assert r.cost_usd == pytest.approx(3 * CALL_COST)
