@@ -34,6 +34,7 @@ _EXPORTS = {
     "Dispatcher": "semroute.dispatching",
     "Response": "semroute.dispatching",
     "ParallelOutcome": "semroute.dispatching",
+    "CascadeOutcome": "semroute.dispatching",
     "adispatch": "semroute.dispatching",
     "dispatch": "semroute.dispatching",
     "AllModelsFailedError": "semroute.errors",
@@ -64,6 +65,7 @@ __all__ = [
     "BuildReport",
     "CalibrationWarning",
     "Candidate",
+    "CascadeOutcome",
     "ClassifierCall",
     "ConfigError",
     "CorruptIndexError",
@@ -116,6 +118,7 @@ if TYPE_CHECKING:
     from semroute.config import RouteSet, load_routes
     from semroute.dispatching import (
         Attempt,
+        CascadeOutcome,
         Dispatcher,
         ParallelOutcome,
         Response,

@@ -96,3 +96,25 @@ def test_a_full_queue_drops_jobs_without_blocking_and_a_failing_job_is_counted()
     assert p.submit(lambda: 1 / 0)
     p.join()
     assert (p.done, p.failed) == (2, 1)
+
+
+def test_close_lets_the_running_job_finish_drops_the_queued_ones_and_stops_the_worker() -> None:
+    """What interpreter exit does (an encoder torn down mid-call would abort the process)."""
+    started, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def slow() -> None:
+        started.set()
+        release.wait(5)
+        ran.append("slow")
+
+    p = Prescorer(max_queued=4)
+    p.submit(slow)
+    assert p.running
+    started.wait(5)
+    p.submit(lambda: ran.append("queued"))
+    threading.Timer(0.2, release.set).start()
+    p.close()
+    assert ran == ["slow"] and p.dropped == 1
+    assert not p.submit(lambda: None), "a closed prescorer takes no more jobs"
+    assert not p.running

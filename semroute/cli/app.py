@@ -120,6 +120,10 @@ def cmd_routes(args: argparse.Namespace) -> int:
         if r.parallel is not None:
             chain += (f"  (parallel: {', '.join(r.parallel.models)}; pick {r.parallel.pick}"
                       f"{f' by {r.parallel.judge_model}' if r.parallel.judge_model else ''})")
+        if r.cascade is not None:
+            steps = " -> ".join("|".join(step) for step in r.cascade.steps)
+            chain += (f"  (cascade: {steps}; gates "
+                      f"{', '.join(g.kind for g in r.cascade.gates)})")
         print(f"{r.name:<{width}}  {len(r.utterances):>4}  {chain}  {r.file.name}")
     s = rs.settings
     print(f"\n{len(rs.routes)} routes, {sum(len(r.utterances) for r in rs.routes)} utterances; "

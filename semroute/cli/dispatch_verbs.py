@@ -24,6 +24,15 @@ def _first_line(text: str, width: int = 70) -> str:
     return line if len(line) <= width else line[: width - 3] + "..."
 
 
+def _climbed(r: Any) -> str:
+    """How a cascade route got its answer, e.g. " after fast: self_confidence" ("" if none)."""
+    c = r.cascade
+    if c is None or len(c.steps) < 2:
+        return ""
+    return " after " + ", ".join(f"{s.model_key or s.models[0]}: {s.gate or 'failed'}"
+                                 for s in c.steps if s.verdict == "escalated")
+
+
 def cmd_dispatch(args: argparse.Namespace) -> int:
     from semroute.cli.common import read_queries
 
@@ -34,7 +43,8 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
         r = d.dispatch(q, max_tokens=args.max_tokens, step=args.step,
                        max_cost_usd=args.max_cost_usd, client_key=args.client_key)
         rows.append((q[:44] + ("..." if len(q) > 44 else ""), r.route, r.decision.method,
-                     f"{r.model_key}={r.provider}:{r.model}", f"{r.latency_ms['total']:.0f}",
+                     f"{r.model_key}={r.provider}:{r.model}{_climbed(r)}",
+                     f"{r.latency_ms['total']:.0f}",
                      f"{r.cost_usd:.6f}", _first_line(r.text)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
@@ -86,7 +96,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             continue
         print()
         print(f"[{r.usage.output_tokens} tokens, {r.latency_ms['total']:.0f} ms, "
-              f"${r.cost_usd:.6f}]", file=sys.stderr)
+              f"${r.cost_usd:.6f}{_climbed(r)}]", file=sys.stderr)
         history.append({"role": "assistant", "content": r.text})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from semroute.config.cascade import CascadeSpec, ConfidenceGate, GateSpec, JudgeGate
 from semroute.config.loading import load_routes, route_files
 from semroute.config.modelspec import (
     STRUCTURED_MODES,
@@ -42,7 +43,11 @@ __all__ = [
     "BudgetPeriod",
     "BudgetScope",
     "BudgetSettings",
+    "CascadeSpec",
     "CatalogueFile",
+    "ConfidenceGate",
+    "GateSpec",
+    "JudgeGate",
     "ModelEntry",
     "ModelSpec",
     "ParallelSpec",

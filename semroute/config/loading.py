@@ -124,6 +124,7 @@ def _load_route_file(path: Path, problems: list[str], invalid: set[str]) -> Rout
         file=path,
         rules=tuple(spec.rules),
         parallel=spec.parallel,
+        cascade=spec.cascade,
     )
 
 
@@ -155,6 +156,8 @@ def _cross_checks(routes: list[Route], cat: CatalogueFile, cat_path: Path,
             keyed += [("parallel.models", key) for key in r.parallel.models]
             if r.parallel.judge_model is not None:
                 keyed.append(("parallel.judge_model", r.parallel.judge_model))
+        if r.cascade is not None:
+            keyed += r.cascade.model_keys()
         for profile_name, models in cat.profiles.items():
             for field_name, key in keyed:
                 if key not in models:

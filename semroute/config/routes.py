@@ -9,6 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from semroute.config.cascade import CascadeSpec
 from semroute.config.rules import RuleSpec
 from semroute.config.schema import ModelEntry, ParallelSpec, RouterSettings
 
@@ -29,6 +30,7 @@ class Route:
     file: Path
     rules: tuple[RuleSpec, ...] = ()
     parallel: ParallelSpec | None = None
+    cascade: CascadeSpec | None = None
 
     def content_hash(self) -> str:
         """Hash of what the index depends on: the name and the (normalised) utterances (not

@@ -14,6 +14,7 @@ from pydantic import (
     field_validator,
 )
 
+from semroute.config.cascade import CascadeSpec
 from semroute.config.modelspec import STRUCTURED_MODES, STRUCTURED_WHY, ModelSpec, StructuredMode
 from semroute.config.rules import RuleSpec
 from semroute.config.text import normalise_text
@@ -82,6 +83,15 @@ class RouteFile(_Strict):
     metadata: dict[str, Any] = Field(default_factory=dict)
     rules: list[RuleSpec] = Field(default_factory=list)
     parallel: ParallelSpec | None = None
+    cascade: CascadeSpec | None = None
+
+    @field_validator("cascade")
+    @classmethod
+    def _not_parallel_too(cls, v: CascadeSpec | None, info: ValidationInfo) -> CascadeSpec | None:
+        if v is not None and info.data.get("parallel") is not None:
+            raise ValueError("a route either asks models in parallel or cascades through "
+                             "them, not both: remove `parallel` or `cascade`")
+        return v
 
     @field_validator("parallel")
     @classmethod

@@ -1,7 +1,8 @@
 """From decision to answer: the route's model chain with retries, failover and cooldowns.
 
 Modules: `dispatcher` (Dispatcher), `chain` (the failover plan), `parallel` (parallel-then-
-pick), `sticky` (stickiness glue), `response` (Response and its stream's life), `attempts`,
+pick), `cascade` (cheap first, gates in `gates`, escalation; `cascade_serve` builds its
+Response), `sticky` (stickiness glue), `response` (Response and its stream's life), `attempts`,
 `cooldowns`, `messages` (what is routed on), `trace_record`, `state` (what a router's
 dispatches share) and `api` (module-level dispatch()/adispatch()).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from semroute.dispatching.api import adispatch, dispatch, dispatcher_for
 from semroute.dispatching.attempts import Attempt
+from semroute.dispatching.cascade import CascadeOutcome, CascadeStep
 from semroute.dispatching.cooldowns import Cooldowns
 from semroute.dispatching.dispatcher import Dispatcher
 from semroute.dispatching.messages import latest_user_turn
@@ -19,6 +21,8 @@ from semroute.dispatching.state import DispatchState
 
 __all__ = [
     "Attempt",
+    "CascadeOutcome",
+    "CascadeStep",
     "Cooldowns",
     "DispatchState",
     "Dispatcher",

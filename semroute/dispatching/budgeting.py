@@ -53,7 +53,9 @@ def admit(budgets: Budgets, routes: RouteSet, spec_of: Callable[[str], ModelSpec
           request_id: str, route: Route, chain: Sequence[str], messages: Sequence[Message],
           system: str | None, max_tokens: int, parallel: bool, asked: Asked) -> Plan[Grant]:
     """Which of `chain` may serve the request within its budgets (raises
-    `BudgetExceededError`); the cost bound is reserved on every matching cap."""
+    `BudgetExceededError`); the cost bound is reserved on every matching cap. `parallel`: the
+    route asks several models (a parallel route, or a cascade's steps and judges); it may do so
+    only if all of them fit (`Grant.parallel`), else it is served by its plain chain."""
     if asked.max_cost_usd is not None and not asked.max_cost_usd > 0:
         raise ValueError(f"max_cost_usd must be a positive number of USD, not "
                          f"{asked.max_cost_usd!r}")
@@ -72,6 +74,13 @@ def admit(budgets: Budgets, routes: RouteSet, spec_of: Callable[[str], ModelSpec
         if p.judge_model is not None:  # the judge reads the query and every answer
             judge_in = tokens + JUDGE_PROMPT_TOKENS + len(p.models) * max_tokens
             parallel_usd += spec_of(p.judge_model).cost_bound(judge_in, JUDGE_MAX_TOKENS)
+    elif parallel and route.cascade is not None:  # worst case: every step and judge asked
+        c = route.cascade
+        parallel_usd = sum(estimate(m if isinstance(m, str) else m[0]) for m in c.models)
+        judges = [g.judge.model for g in c.gates if g.judge is not None]
+        judge_in = tokens + JUDGE_PROMPT_TOKENS + max_tokens
+        parallel_usd += (len(c.models) - 1) * sum(
+            spec_of(k).cost_bound(judge_in, JUDGE_MAX_TOKENS) for k in judges)
     req = BudgetRequest(request_id=request_id, route=route.name, chain=tuple(chain),
                         estimate=estimate, input_tokens=tokens, max_tokens=max_tokens,
                         max_cost_usd=asked.max_cost_usd, client_key=asked.client_key,

@@ -23,6 +23,7 @@ from semroute.dispatching.budgeting import (
     step_placement,
     step_plan,
 )
+from semroute.dispatching.cascade_serve import CascadeHost, serve_cascade
 from semroute.dispatching.chain import Answered, call_chain
 from semroute.dispatching.cooldowns import Cooldowns
 from semroute.dispatching.messages import as_messages, latest_user_turn
@@ -168,17 +169,23 @@ class Dispatcher:
         try:
             grant = yield from admit(self.state.budgets, self.router.routes, self._spec,
                                      request_id, route, placed.chain, messages, system_text,
-                                     max_tokens, route.parallel is not None and not stream,
-                                     asked)
+                                     max_tokens, (route.parallel is not None and not stream)
+                                     or route.cascade is not None, asked)
         except BudgetExceededError as exc:
             yield from self._write(trace_record(
                 request_id, decision, [], latency, error=str(exc),
                 include_query=self.include_query, sticky=placed.sticky), redact)
             raise
-        if grant.parallel:  # streams use the `model` chain, and so may budgets
+        chat = not isinstance(request, str)
+        if grant.parallel and route.parallel is not None:  # streams use the `model` chain
             return (yield from self._parallel(request_id, decision, placed, messages, turn,
-                                              call_kwargs, latency, redact, grant,
-                                              not isinstance(request, str)))
+                                              call_kwargs, latency, redact, grant, chat))
+        if grant.parallel and route.cascade is not None:  # cheap first, gated (cascade.py)
+            host = CascadeHost(self._spec, self.state, self.router.routes.settings,
+                               partial(self._write, redact=redact), self.include_query,
+                               grant, self._prescore if chat else None)
+            return (yield from serve_cascade(host, request_id, decision, placed, messages, turn,
+                                             call_kwargs, stream, latency))
         t_model = time.perf_counter()
         try:
             answered = yield from call_chain(route.name, grant.chain, self._spec, messages,
@@ -198,8 +205,7 @@ class Dispatcher:
             raise
         record(self.state.stickiness, placed, answered.spec.key)
         latency["model"] = (time.perf_counter() - t_model) * 1e3
-        settled = partial(self._settle, answered.spec, redact, grant,
-                          not isinstance(request, str))
+        settled = partial(self._settle, answered.spec, redact, grant, chat)
         r = self._response(request_id, decision, answered, latency, settled)
         r.route, r.sticky, r.budget = route.name, placed.sticky, grant.record
         if r.stream_state == "complete":

@@ -3,19 +3,26 @@ chat finds them in the router's per-turn cache and its decision encodes only the
 
 One daemon worker thread and a bounded queue: the caller never waits, a full queue drops the
 job (counted), and a failing job is logged and counted, never raised. It is a cache warm-up:
-a dropped job only means the next decision encodes the reply itself.
+a dropped job only means the next decision encodes the reply itself. At interpreter exit the
+worker is stopped after its current job (an encoder torn down mid-call would abort the process);
+queued jobs are dropped.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 
 logger = logging.getLogger("semroute.dispatching.prescore")
 
 QUEUE_SIZE = 64
+STOP_WAIT_S = 5.0
+_LIVE: weakref.WeakSet[Prescorer] = weakref.WeakSet()
 
 
 class Prescorer:
@@ -25,12 +32,17 @@ class Prescorer:
         self._jobs: queue.Queue[Callable[[], object]] = queue.Queue(max_queued)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._closed = False
         self.dropped = 0
         self.failed = 0
         self.done = 0
 
     def submit(self, job: Callable[[], object]) -> bool:
-        """Queue `job`; False (and counted in `dropped`) when the queue is full."""
+        """Queue `job`; False (and counted in `dropped`) when the queue is full or closed."""
+        if self._closed:
+            with self._lock:
+                self.dropped += 1
+            return False
         try:
             self._jobs.put_nowait(job)
         except queue.Full:
@@ -40,9 +52,24 @@ class Prescorer:
         self._start()
         return True
 
+    @property
+    def running(self) -> bool:
+        """Whether the worker thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
     def join(self) -> None:
         """Wait until every queued job has run (tests and benchmarks use this)."""
         self._jobs.join()
+
+    def close(self, timeout: float = STOP_WAIT_S) -> None:
+        """Stop the worker after its current job; jobs still queued are dropped."""
+        self._closed = True
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return
+        with contextlib.suppress(queue.Full):  # when full, the worker sees `_closed` next
+            self._jobs.put_nowait(_stop)
+        thread.join(timeout)
 
     def _start(self) -> None:
         with self._lock:
@@ -50,10 +77,15 @@ class Prescorer:
                 self._thread = threading.Thread(target=self._run, name="semroute-prescore",
                                                 daemon=True)
                 self._thread.start()
+                _LIVE.add(self)
 
     def _run(self) -> None:
         while True:
             job = self._jobs.get()
+            if self._closed or job is _stop:
+                self._jobs.task_done()
+                self._drain()
+                return
             try:
                 job()
                 with self._lock:
@@ -64,3 +96,23 @@ class Prescorer:
                 logger.warning("pre-scoring an assistant reply failed", exc_info=True)
             finally:
                 self._jobs.task_done()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            with self._lock:
+                self.dropped += 1
+            self._jobs.task_done()
+
+
+def _stop() -> None:
+    """The sentinel job that stops a worker."""
+
+
+@atexit.register
+def _close_all() -> None:
+    for p in list(_LIVE):
+        p.close()

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from semroute.dispatching.attempts import Attempt
+from semroute.dispatching.cascade import CascadeOutcome
 from semroute.dispatching.parallel import ParallelOutcome
 from semroute.errors import ProviderError
 from semroute.providers import AsyncStream, Completion, Plan, Stream, Usage, run_async, run_sync
@@ -42,6 +43,8 @@ class Response:
     `budget` (README "Budgets") says what `max_cost_usd` and the period caps did: the models
     before and after, the estimate, each cap's spend and reset time, why, and the cost
     counted; None when no budget applied.
+    On a cascade route (README "Cascades"), `cascade` lists each step tried, its gate verdict
+    and cost; `usage` and `cost_usd` sum every step and every judge call.
     """
 
     request_id: str
@@ -60,6 +63,7 @@ class Response:
     sticky: dict[str, Any] | None = None
     parallel: ParallelOutcome | None = None
     budget: dict[str, Any] | None = None
+    cascade: CascadeOutcome | None = None
     _stream: Stream | AsyncStream | None = field(default=None, repr=False)
     _settle: Settle | None = field(default=None, repr=False)
     _opened: float = field(default_factory=time.perf_counter, repr=False)

@@ -28,7 +28,9 @@ def trace_record(
     `{"state", "chunks", "chars"}` for streamed answers; `sticky` says how stickiness changed
     the decision's route or model (hashed ids only), and `route` is then the route served;
     `parallel` is how a parallel route's answer was picked (`ParallelOutcome.to_dict()`);
-    `budget` what the budgets did (the response's, else the one given; hashed ids only)."""
+    `budget` what the budgets did (the response's, else the one given; hashed ids only);
+
+    `cascade` the steps a cascade route climbed (`CascadeOutcome.to_dict()`, no answer text)."""
     c = decision.classifier
     record: dict[str, Any] = {
         "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -62,6 +64,7 @@ def trace_record(
         "sticky": sticky,
         "parallel": response.parallel.to_dict() if response and response.parallel else None,
         "budget": response.budget if response else budget,
+        "cascade": response.cascade.to_dict() if response and response.cascade else None,
     }
     if sticky is not None:
         record["route"] = sticky["to_route"]
