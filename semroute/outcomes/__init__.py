@@ -1,12 +1,33 @@
-"""Outcomes: which model did how well on which query. Reading labelled outcome files
-(`formats.py`); the store of outcome records and query vectors follows in `store.py`."""
+"""Outcomes: which model did how well, at what cost, on which query. Reading labelled outcome
+files (`formats.py`), the records (`records.py`), the SQLite store of records and query
+vectors (`store.py`) and importing a file into it in one transaction (`importing.py`)."""
 
 from __future__ import annotations
 
 from semroute.outcomes.formats import FORMS, OutcomeTable, read_outcome_file
+from semroute.outcomes.importing import ImportSummary, import_file
+from semroute.outcomes.records import SOURCES, OutcomeRecord, encoder_key, text_hash
+from semroute.outcomes.store import (
+    SCHEMA_VERSION,
+    OutcomeMatrix,
+    OutcomeStore,
+    Writer,
+    store_path,
+)
 
 __all__ = [
     "FORMS",
+    "SCHEMA_VERSION",
+    "SOURCES",
+    "ImportSummary",
+    "OutcomeMatrix",
+    "OutcomeRecord",
+    "OutcomeStore",
     "OutcomeTable",
+    "Writer",
+    "encoder_key",
+    "import_file",
     "read_outcome_file",
+    "store_path",
+    "text_hash",
 ]
