@@ -84,9 +84,9 @@ def import_file(store: OutcomeStore, path: str | Path, encoder: Encoder, *,
     with store.transaction() as tx:
         known = tx.conn.execute("SELECT name FROM datasets WHERE id = ?", (digest,)).fetchone()
         if known is None:
-            tx.add_many(records, first_text if keep_text else None)
             tx.add_dataset(digest, name, str(path), table.form, len(table.texts), len(records),
                            table.dropped)
+            tx.add_many(records, first_text if keep_text else None)
         if vectors is not None:
             tx.put_vectors(fp, todo, vectors)
     return ImportSummary(digest, known[0] if known else name, str(path), table.form,

@@ -253,13 +253,22 @@ class OutcomeStore:
     def transaction(self) -> Iterator[Writer]:
         """One write transaction (BEGIN IMMEDIATE): all of it is stored, or none of it."""
         conn = self.connection()
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise OutcomeStoreError(f"{self.path}: cannot start a write ({exc}); another "
+                                    f"process holds the store longer than "
+                                    f"{self.busy_timeout:g} s") from None
         try:
             yield Writer(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise OutcomeStoreError(f"{self.path}: write failed and was rolled back "
+                                        f"({exc})") from exc
             raise
-        conn.execute("COMMIT")
 
     # ------------------------------------------------------------ writes
 
