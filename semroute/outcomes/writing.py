@@ -28,7 +28,7 @@ class Writer:
 
     def ids(self, hashes: Sequence[str], texts: Mapping[str, str] | None = None) -> list[int]:
         """Row ids of text hashes, adding the missing ones (with text only if given)."""
-        todo = sorted({h for h in hashes if h not in self.text_ids})
+        todo = list(dict.fromkeys(h for h in hashes if h not in self.text_ids))  # in order
         rows = [(h, texts.get(h) if texts else None) for h in todo]
         self.conn.executemany("INSERT OR IGNORE INTO texts(hash, text) VALUES (?, ?)", rows)
         if texts:
