@@ -223,6 +223,11 @@ def test_an_exception_inside_a_transaction_writes_nothing(store: OutcomeStore) -
         tx.put_vectors(FP, [text_hash("q")], unit(1, 1, 1, 1).reshape(1, 4))
         raise RuntimeError("boom")
     assert table_counts(store.path) == dict.fromkeys(table_counts(store.path), 0)
+    with store.transaction() as tx:
+        tx.add_many([rec("q", "m", 1.0)])
+        with pytest.raises(OutcomeStoreError, match="already open in this thread"):
+            store.add(rec("r", "m", 1.0))
+    assert store.count() == 1
 
 
 def test_a_process_killed_mid_transaction_leaves_the_store_unchanged(tmp_path: Path) -> None:

@@ -110,6 +110,15 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def encoder_label(key: str) -> str:
+    """`name|backend|dim|weights` as `name (backend, dim 384, weights 1a2b3c4d5e6f)`."""
+    parts = key.split("|")
+    if len(parts) != 4:
+        return key
+    name, backend, dim, weights = parts
+    return f"{name} ({backend}, dim {dim}, weights {weights[:12]})"
+
+
 def format_stats(d: dict[str, Any]) -> str:
     """The store summary as a readable block."""
     def money(v: float | None) -> str:
@@ -125,7 +134,7 @@ def format_stats(d: dict[str, Any]) -> str:
                   f"{money(m['mean_cost_usd']):>11}" for m in d["models"]]
     if d["encoders"]:
         lines += ["", "vectors per encoder"]
-        lines += [f"  {e['vectors']:>7}  {e['encoder']}" for e in d["encoders"]]
+        lines += [f"  {e['vectors']:>7}  {encoder_label(e['encoder'])}" for e in d["encoders"]]
     if d["datasets"]:
         lines += ["", "imported datasets"]
         lines += [f"  {x['name']} ({x['form']}, {x['id'][:12]}): {x['examples']} examples, "

@@ -89,6 +89,8 @@ def import_file(store: OutcomeStore, path: str | Path, encoder: Encoder, *,
             tx.add_many(records, first_text if keep_text else None)
         if vectors is not None:
             tx.put_vectors(fp, todo, vectors)
+    if vectors is not None or known is None:
+        store.checkpoint()
     return ImportSummary(digest, known[0] if known else name, str(path), table.form,
                          len(table.texts), list(table.models), 0 if known else len(records),
                          table.dropped, len(todo), fp.describe(), known is not None,
