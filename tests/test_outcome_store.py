@@ -323,6 +323,21 @@ def test_cli_imports_a_file_and_shows_stats(tmp_path: Path, example_routes: Path
     assert d["records"] == 4 and [m["model"] for m in d["models"]] == ["small", "big"]
 
 
+def test_cli_import_encodes_with_the_index_encoder_into_the_routes_store(
+        tmp_path: Path, example_routes: Path, example_index: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "long.csv").write_text(LONG)
+    assert main(["outcomes", "import", str(tmp_path / "long.csv"), "--routes",
+                 str(example_routes), "--index", str(example_index), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["store"] == str(example_routes / "outcomes.db")  # router.outcomes.path
+    assert main(["outcomes", "stats", "--routes", str(example_routes), "--json"]) == 0
+    (enc,) = json.loads(capsys.readouterr().out)["encoders"]
+    assert enc["encoder"].split("|")[1] == "onnx-int8" and enc["vectors"] == 2
+    for f in example_routes.glob("outcomes.db*"):  # the route set is shared by the session
+        f.unlink()
+
+
 def test_cli_errors_name_the_file_and_exit_2(tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "bad.csv").write_text("text,a_score\nx,2\n")
