@@ -273,6 +273,17 @@ def test_two_threads_write_at_once_without_losing_records(store: OutcomeStore) -
     assert len({r.id for r in store.records()}) == 300 and len(store.vectors(FP)[0]) == 300
 
 
+def test_readers_and_new_connections_never_wait_for_a_writer(store: OutcomeStore) -> None:
+    store.add(rec("before", "m", 1.0))
+    with store.transaction() as tx:  # a long import holds the write lock
+        tx.add_many([rec("during", "m", 1.0)])
+        with OutcomeStore(store.path, busy_timeout=0.2) as other:  # would time out if blocked
+            assert other.count() == 1  # sees the last commit, not the open transaction
+            with pytest.raises(OutcomeStoreError, match="cannot start a write"):
+                other.add(rec("x", "m", 1.0))
+    assert store.count() == 2
+
+
 def test_two_processes_write_at_once_without_losing_records(tmp_path: Path) -> None:
     db = tmp_path / "o.db"
     script = textwrap.dedent(f"""

@@ -145,24 +145,27 @@ class OutcomeStore:
         return conn
 
     def check_schema(self, conn: sqlite3.Connection) -> None:
-        """Create the schema in an empty file; refuse other files and other versions."""
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            tables = {r[0] for r in conn.execute(
+        """Create the schema in an empty file; refuse other files and other versions. Only
+        creating takes the write lock: opening never waits for another process's import."""
+        def tables() -> set[str]:
+            return {r[0] for r in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if not tables:
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.executemany("INSERT INTO meta VALUES (?, ?)",
-                                 [("kind", KIND), ("schema_version", str(SCHEMA_VERSION)),
-                                  ("created", str(time.time()))])
-            meta = dict(conn.execute("SELECT key, value FROM meta")) if "meta" in tables \
-                or not tables else {}
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+
+        if not tables():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if not tables():  # nobody created it meanwhile
+                    for statement in SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.executemany("INSERT INTO meta VALUES (?, ?)",
+                                     [("kind", KIND), ("schema_version", str(SCHEMA_VERSION)),
+                                      ("created", str(time.time()))])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        meta = dict(conn.execute("SELECT key, value FROM meta")) if "meta" in tables() else {}
         if meta.get("kind") != KIND:
             raise OutcomeStoreError(f"{self.path}: an SQLite file, but not a semroute outcomes "
                                     f"store: give another --store path")
