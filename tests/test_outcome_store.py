@@ -146,7 +146,7 @@ def test_vectors_are_kept_per_encoder(store: OutcomeStore) -> None:
     assert hashes == [text_hash("q1"), text_hash("q2")] and mat.dtype == np.float32
     np.testing.assert_array_equal(mat, [unit(1, 0, 0, 0), unit(0, 1, 0, 0)])
     assert store.vectors(other)[0] == [text_hash("q1")]
-    assert store.vectors(Fingerprint("x", "torch", 4, "1" * 64))[1].shape[0] == 0
+    assert store.vectors(Fingerprint("x", "torch", 4, "1" * 64))[1].shape == (0, 4)
     with pytest.raises(OutcomeStoreError, match=r"vectors must have shape \(1, 4\)"):
         store.add(rec("q3", "m", 1.0), vector=unit(1, 0, 0), fingerprint=FP)
 

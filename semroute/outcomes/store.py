@@ -268,7 +268,8 @@ class OutcomeStore:
         """Text ids (ascending), hashes and the float32 matrix of an encoder's vectors."""
         enc = self.encoder_row(fingerprint)
         if enc is None:
-            return [], [], np.zeros((0, 0), dtype=np.float32)
+            dim = fingerprint.dim if isinstance(fingerprint, Fingerprint) else 0
+            return [], [], np.zeros((0, dim), dtype=np.float32)
         rows = self.connection().execute(
             "SELECT v.text_id, t.hash, v.vector FROM vectors v JOIN texts t ON t.id = v.text_id"
             " WHERE v.encoder_id = ? ORDER BY v.text_id", (enc[0],)).fetchall()
