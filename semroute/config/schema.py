@@ -235,6 +235,13 @@ class BudgetSettings(_Strict):
         return v
 
 
+class OutcomesSettings(_Strict):
+    """`router.outcomes`: where the outcomes store lives (a relative path is taken relative
+    to the routes folder, so the store goes with its route set)."""
+
+    path: str = Field(default="outcomes.db", min_length=1)
+
+
 class RouterSettings(_Strict):
     """Router-wide settings; those that shape the index are recorded in its manifest."""
 
@@ -262,6 +269,7 @@ class RouterSettings(_Strict):
                                     "weakest first; each route's tier is its metadata.tier")
     stickiness: StickinessSettings = Field(default_factory=StickinessSettings)
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)
+    outcomes: OutcomesSettings = Field(default_factory=OutcomesSettings)
 
     @field_validator("budgets", mode="before")
     @classmethod
