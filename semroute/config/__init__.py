@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from semroute.config.loading import load_routes, route_files
+from semroute.config.gateway import (
+    ClientKey,
+    GatewaySettings,
+    RateLimit,
+    RequestLimits,
+    TracingSettings,
+    hash_client_key,
+)
+from semroute.config.loading import load_gateway_config, load_routes, route_files
 from semroute.config.modelspec import (
     STRUCTURED_MODES,
     ModelSpec,
@@ -32,10 +40,14 @@ __all__ = [
     "RESERVED_ROUTE_NAMES",
     "STRUCTURED_MODES",
     "CatalogueFile",
+    "ClientKey",
+    "GatewaySettings",
     "ModelEntry",
     "ModelSpec",
     "ParallelSpec",
     "ProviderName",
+    "RateLimit",
+    "RequestLimits",
     "Route",
     "RouteFile",
     "RouteSet",
@@ -44,7 +56,10 @@ __all__ = [
     "StickinessMode",
     "StickinessSettings",
     "StructuredMode",
+    "TracingSettings",
     "Usage",
+    "hash_client_key",
+    "load_gateway_config",
     "load_routes",
     "normalise_text",
     "route_files",

@@ -91,21 +91,24 @@ class Dispatcher:
     def dispatch(self, request: str | Sequence[Message], *, system: str | None = None,
                  max_tokens: int = 512, stream: bool = False,
                  metadata: Mapping[str, str] | None = None, conversation_id: str | None = None,
-                 user: str | None = None, **kwargs: Any) -> Response:
+                 user: str | None = None, model: str | None = None,
+                 **kwargs: Any) -> Response:
         """Route `request` (a query or chat messages) and return the model's answer.
         `metadata` is what route-file rules match (never sent on); `conversation_id` and
-        `user` key stickiness (README "Stickiness")."""
+        `user` key stickiness (README "Stickiness"). `model` (a catalogue key) skips routing:
+        that model alone answers, with retries, and the request is traced with a decision of
+        method "explicit"."""
         return run_sync(self._plan(request, system, max_tokens, stream, kwargs, metadata,
-                                   (conversation_id, user)))
+                                   (conversation_id, user), model))
 
     async def adispatch(self, request: str | Sequence[Message], *, system: str | None = None,
                         max_tokens: int = 512, stream: bool = False,
                         metadata: Mapping[str, str] | None = None,
                         conversation_id: str | None = None, user: str | None = None,
-                        **kwargs: Any) -> Response:
+                        model: str | None = None, **kwargs: Any) -> Response:
         """Async `dispatch`: the same plan, awaited; blocking work runs off the event loop."""
         return await run_async(self._plan(request, system, max_tokens, stream, kwargs,
-                                          metadata, (conversation_id, user)))
+                                          metadata, (conversation_id, user), model))
 
     def provider(self, key: str) -> Provider[Any, Any]:
         """The provider adapter of catalogue key `key`."""
@@ -117,47 +120,56 @@ class Dispatcher:
     def _plan(self, request: str | Sequence[Message], system: str | None, max_tokens: int,
               stream: bool, kwargs: dict[str, Any],
               metadata: Mapping[str, str] | None = None,
-              ids: tuple[str | None, str | None] = (None, None)) -> Plan[Response]:
+              ids: tuple[str | None, str | None] = (None, None),
+              model: str | None = None) -> Plan[Response]:
         t0 = time.perf_counter()
         request_id = uuid.uuid4().hex
         messages = as_messages(request)
         turn = latest_user_turn(messages)
-        # the latest turn, in the context of the conversation; rules see request metadata
-        decision = yield from self.router.decide_plan(messages, metadata=metadata)
+        if model is not None:  # the caller chose the model: nothing to decide
+            self._spec(model)  # an unknown key fails here, before any call
+            decision = Decision.explicit(turn, model)
+        else:  # the latest turn, in the context of the conversation; rules see metadata
+            decision = yield from self.router.decide_plan(messages, metadata=metadata)
         latency = {"decide": (time.perf_counter() - t0) * 1e3}
         redact = (turn, decision.query)
-        if decision.route is None:
+        if decision.route is None and model is None:
             yield from self._write(trace_record(
                 request_id, decision, [], latency, error="no route",
                 include_query=self.include_query), redact)
             raise NoRouteError(f"no route for the query ({decision.reason}); set "
                                f"router.default_route in models.yaml")
-        placed = place(self.state.stickiness, self.router.routes, decision.route, messages,
-                       system, ids)
-        route = placed.route
-        system_text = "\n\n".join(x for x in (route.system_prompt, system) if x) or None
+        placed = None if decision.route is None else place(
+            self.state.stickiness, self.router.routes, decision.route, messages, system, ids)
+        route = None if placed is None else placed.route
+        sticky = None if placed is None else placed.sticky
+        system_text = "\n\n".join(
+            x for x in (route.system_prompt if route else None, system) if x) or None
         call_kwargs = dict(kwargs, system=system_text, max_tokens=max_tokens)
-        if route.parallel is not None and not stream:  # streams use the `model` chain
+        if placed is not None and placed.route.parallel is not None and not stream:
             return (yield from self._parallel(request_id, decision, placed, messages, turn,
                                               call_kwargs, latency, redact,
                                               not isinstance(request, str)))
         t_model = time.perf_counter()
         try:
-            answered = yield from call_chain(route.name, placed.chain, self._spec, messages,
-                                             call_kwargs, stream, self.state,
-                                             self.router.routes.settings)
+            answered = yield from call_chain(
+                f"explicit:{model}" if placed is None else placed.route.name,
+                (decision.extra["model_key"],) if placed is None else placed.chain,
+                self._spec, messages, call_kwargs, stream, self.state,
+                self.router.routes.settings)
         except (ProviderError, AllModelsFailedError) as exc:
             exc.request_id = request_id
             error = "all models failed" if isinstance(exc, AllModelsFailedError) else str(exc)
             yield from self._write(trace_record(
                 request_id, decision, exc.attempts, latency, error=error,
-                include_query=self.include_query, sticky=placed.sticky), redact)
+                include_query=self.include_query, sticky=sticky), redact)
             raise
-        record(self.state.stickiness, placed, answered.spec.key)
+        if placed is not None:
+            record(self.state.stickiness, placed, answered.spec.key)
         latency["model"] = (time.perf_counter() - t_model) * 1e3
         settle = partial(self._settle, answered.spec, redact, not isinstance(request, str))
         r = self._response(request_id, decision, answered, latency, settle)
-        r.route, r.sticky = route.name, placed.sticky
+        r.route, r.sticky = "" if route is None else route.name, sticky
         if r.stream_state == "complete":
             yield from settle(r, None, None)
         return r
@@ -198,13 +210,12 @@ class Dispatcher:
     def _response(self, request_id: str, decision: Decision, answered: Answered,
                   latency: dict[str, float], settle: Settle) -> Response:
         """The Response for an answer: complete, or open until its stream ends (`settle`)."""
-        assert decision.route is not None
         spec, outcome = answered.spec, answered.outcome
         done = outcome if isinstance(outcome, Completion) else None
         stream = None if isinstance(outcome, Completion) else outcome
         return Response(
-            request_id=request_id, route=decision.route, model_key=spec.key, model=spec.model,
-            provider=spec.provider, text=done.text if done else "",
+            request_id=request_id, route=decision.route or "", model_key=spec.key,
+            model=spec.model, provider=spec.provider, text=done.text if done else "",
             usage=done.usage if done else Usage(), cost_usd=0.0,
             finish_reason=done.finish_reason if done else None, latency_ms=latency,
             attempts=answered.attempts, decision=decision,

@@ -1,0 +1,66 @@
+"""What a failed request answers: the HTTP status, the message, the field at fault, and
+every attempt made, for either API's error body."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from semroute.dispatching import Attempt
+from semroute.errors import (
+    AllModelsFailedError,
+    ConfigError,
+    ErrorScope,
+    GatewayError,
+    NoRouteError,
+    ProviderError,
+    QueryError,
+)
+
+OVERLOADED = {429, 503, 529}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A request's failure as the gateway reports it."""
+
+    status: int
+    message: str
+    param: str | None = None
+    attempts: list[dict[str, Any]] | None = None
+    request_id: str | None = None
+    retry_after: float | None = None
+    kind: str = "refused"  # refused | upstream | internal (a metrics label)
+
+
+def attempt_json(a: Attempt) -> dict[str, Any]:
+    """One attempt for an error body (the scrubbed error: never a key)."""
+    return {"model_key": a.model_key, "provider": a.provider, "model": a.model,
+            "try": a.try_number, "ok": a.ok, "status": a.status, "error": a.error,
+            "scope": None if a.scope is None else str(a.scope),
+            "latency_ms": round(a.latency_ms, 2)}
+
+
+def failure_of(exc: Exception) -> Failure:
+    """The Failure for an exception raised while admitting, parsing or dispatching.
+
+    400: the body (names the field) or a request every model refused; 401, 404, 413, 429:
+    the gateway's own refusals; 502: every model failed; 503: every model failed because all
+    were overloaded (429/503) or the gateway is not ready; 500: anything else."""
+    if isinstance(exc, GatewayError):
+        return Failure(exc.status, exc.message, exc.param, retry_after=exc.retry_after)
+    if isinstance(exc, QueryError | ValueError) and not isinstance(exc, ConfigError):
+        return Failure(400, str(exc), "messages")
+    if isinstance(exc, AllModelsFailedError):
+        attempts = [attempt_json(a) for a in exc.attempts]
+        overloaded = bool(exc.attempts) and all(a.status in OVERLOADED for a in exc.attempts)
+        return Failure(503 if overloaded else 502, str(exc), None, attempts, exc.request_id,
+                       kind="upstream")
+    if isinstance(exc, ProviderError):
+        attempts = [attempt_json(a) for a in exc.attempts]
+        status = 400 if exc.scope is ErrorScope.REQUEST else 502
+        return Failure(status, f"the model refused the request: {exc.message}", None,
+                       attempts, exc.request_id, kind="upstream")
+    if isinstance(exc, NoRouteError):
+        return Failure(500, str(exc), kind="internal")
+    return Failure(500, f"internal error: {type(exc).__name__}", kind="internal")
