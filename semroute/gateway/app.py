@@ -254,8 +254,14 @@ def create_app(routes: str | Path = "routes", index: str | Path = "indexes/defau
         return Router.load(routes, index, profile=profile)
 
     metrics = GatewayMetrics()
-    live = LiveRouter(load or default_load, index,
-                      on_swap=lambda serving: metrics.serving(serving.build_id))
+
+    def swapped(serving: Serving) -> None:
+        if metrics.build.collect()[0].samples:  # not the first load
+            metrics.reloads.labels("ok").inc()
+        metrics.serving(serving.build_id)
+
+    live = LiveRouter(load or default_load, index, on_swap=swapped,
+                      on_fail=lambda _: metrics.reloads.labels("failed").inc())
     gw = Gateway(live, settings, limiter, metrics)
 
     @contextlib.asynccontextmanager

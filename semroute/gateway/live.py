@@ -43,10 +43,12 @@ class LiveRouter:
     same (cooldowns, provider clients and the trace writer survive a reload)."""
 
     def __init__(self, load: Callable[[], Router], index: Path,
-                 on_swap: Callable[[Serving], None] | None = None) -> None:
+                 on_swap: Callable[[Serving], None] | None = None,
+                 on_fail: Callable[[str], None] | None = None) -> None:
         self._load = load
         self.index = index
         self._on_swap = on_swap
+        self._on_fail = on_fail
         self._serving: Serving | None = None
         self.last_error: str | None = None
         self._failed_build: str | None = None
@@ -89,6 +91,8 @@ class LiveRouter:
             self._failed_build, self.last_error = build, f"{type(exc).__name__}: {exc}"
             log.warning("semroute serve: build %s not loaded, still serving %s: %s", build,
                         serving.build_id, self.last_error)
+            if self._on_fail is not None:
+                self._on_fail(self.last_error)
             raise
         self._failed_build = None
         self._swap(new)
