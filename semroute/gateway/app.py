@@ -255,9 +255,12 @@ def create_app(routes: str | Path = "routes", index: str | Path = "indexes/defau
 
     metrics = GatewayMetrics()
 
+    loads = [0]
+
     def swapped(serving: Serving) -> None:
-        if metrics.build.collect()[0].samples:  # not the first load
+        if loads[0]:  # not the start-up load
             metrics.reloads.labels("ok").inc()
+        loads[0] += 1
         metrics.serving(serving.build_id)
 
     live = LiveRouter(load or default_load, index, on_swap=swapped,
