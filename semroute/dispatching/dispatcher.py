@@ -23,7 +23,13 @@ from semroute.dispatching.response import Response, Settle
 from semroute.dispatching.state import DispatchState
 from semroute.dispatching.sticky import place, record
 from semroute.dispatching.trace_record import trace_record
-from semroute.errors import AllModelsFailedError, ConfigError, NoRouteError, ProviderError
+from semroute.errors import (
+    AllModelsFailedError,
+    ConfigError,
+    NoRouteError,
+    ProviderError,
+    QueryError,
+)
 from semroute.policies import Placement
 from semroute.providers import (
     Completion,
@@ -127,7 +133,11 @@ class Dispatcher:
         messages = as_messages(request)
         turn = latest_user_turn(messages)
         if model is not None:  # the caller chose the model: nothing to decide
-            self._spec(model)  # an unknown key fails here, before any call
+            models = self.router.routes.models
+            if model not in models:  # fail before any call
+                raise QueryError(f"model '{model}' is not a key of profile "
+                                 f"'{self.router.routes.profile}' (known: "
+                                 f"{', '.join(sorted(models))})")
             decision = Decision.explicit(turn, model)
         else:  # the latest turn, in the context of the conversation; rules see metadata
             decision = yield from self.router.decide_plan(messages, metadata=metadata)
