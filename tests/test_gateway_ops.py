@@ -46,7 +46,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, llm_server: LLMServer
         "keys": [{"name": "open", "sha256": hash_client_key(OPEN_KEY)},
                  {"name": "limited", "sha256": hash_client_key(LIMITED_KEY),
                   "rate_limit": {"requests_per_second": 0.2, "burst": 2}}],
-        "limits": {"max_body_bytes": 4096, "max_messages": 4}}))
+        "limits": {"max_body_bytes": 4096, "max_messages": 4},
+        "cors_origins": ["https://app.example"]}))
     gw = run_gateway(create_app(routes, index, settings=load_gateway_config(config)))
     yield gw
     gw.stop()
@@ -162,6 +163,24 @@ def test_metrics_scrape_after_traffic(gateway: RunningGateway) -> None:
     assert "# TYPE semroute_classifier_calls_total counter" in text
 
 
+def preflight(url: str, origin: str) -> dict[str, str]:
+    req = urllib.request.Request(url, method="OPTIONS", headers={
+        "origin": origin, "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization,content-type"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return {k.lower(): v for k, v in r.headers.items()}
+    except urllib.error.HTTPError as e:
+        return {k.lower(): v for k, v in e.headers.items()}
+
+
+def test_cors_allows_only_the_configured_origins(gateway: RunningGateway) -> None:
+    url = f"{gateway.openai_base_url}/chat/completions"
+    allowed = preflight(url, "https://app.example")
+    assert allowed["access-control-allow-origin"] == "https://app.example"
+    assert "access-control-allow-origin" not in preflight(url, "https://evil.example")
+
+
 def test_readyz_is_503_when_no_model_of_a_route_has_its_key(
         tmp_path: Path, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SEMROUTE_TEST_UNSET_KEY", raising=False)
@@ -175,6 +194,9 @@ def test_readyz_is_503_when_no_model_of_a_route_has_its_key(
         assert status == 503
         problems = json.loads(text)["problems"]
         assert any("route 'code'" in p and "API key" in p for p in problems)
+        # CORS is off unless origins are configured
+        cors = preflight(f"{gw.openai_base_url}/chat/completions", "https://app.example")
+        assert "access-control-allow-origin" not in cors
     finally:
         gw.stop()
 

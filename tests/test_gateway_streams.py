@@ -9,6 +9,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import anthropic
 import openai
@@ -138,3 +139,33 @@ def test_one_function_maps_fields_and_headers_to_dispatch_options() -> None:
     assert dispatch_options(call, headers, key) == {
         "metadata": {"task_type": "codegen", "tier": "gold"}, "conversation_id": "conv-1",
         "user": "header-user"}
+
+
+def test_opentelemetry_spans_when_an_exporter_is_configured(tmp_path: Path,
+                                                            upstreams: Upstreams) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    routes = write_set(tmp_path / "served", {
+        "flaky": entry("openai", upstreams.flaky.base_url),
+        "echo": entry("openai", upstreams.echo.base_url)}, ["flaky", "echo"])
+    gw = run_gateway(create_app(routes, shared_index(tmp_path), span_exporter=exporter))
+    try:
+        raw = oai(gw).chat.completions.with_raw_response.create(model="semroute", messages=HI,
+                                                                 max_tokens=8)
+    finally:
+        gw.stop()
+    spans = {s.name: s for s in exporter.get_finished_spans() if s.name != "semroute.model_call"}
+    calls = [s for s in exporter.get_finished_spans() if s.name == "semroute.model_call"]
+    root, decide = spans["semroute.request"], spans["semroute.decide"]
+    assert root.attributes is not None and decide.parent is not None
+    assert root.attributes["semroute.request_id"] == raw.headers["x-semroute-request-id"]
+    assert (root.attributes["semroute.route"], root.attributes["semroute.method"]) == (
+        "code", "index")
+    assert decide.parent.span_id == root.context.span_id
+    assert [(c.attributes or {}).get("semroute.model_key") for c in calls] == [
+        "flaky", "flaky", "echo"]
+    assert all(c.parent is not None and c.parent.span_id == root.context.span_id
+               for c in calls)
+    assert decide.end_time is not None and calls[0].start_time is not None
+    assert decide.end_time <= calls[0].start_time  # laid end to end

@@ -88,12 +88,12 @@ class Gateway:
 
     def __init__(self, live: LiveRouter, settings: GatewaySettings,
                  limiter: RateLimiter | None = None,
-                 metrics: GatewayMetrics | None = None) -> None:
+                 metrics: GatewayMetrics | None = None, spans: Spans | None = None) -> None:
         self.live, self.settings = live, settings
         self.keys = ClientKeys(settings)
         self.limiter: RateLimiter = limiter or TokenBucketLimiter()
         self.metrics = metrics or GatewayMetrics()
-        self.spans = Spans(settings.tracing)
+        self.spans = spans or Spans(settings.tracing)
         self.metrics.watch_cooldowns(self._cooling)
 
     def _cooling(self) -> list[tuple[str, bool]]:
@@ -243,10 +243,12 @@ class Gateway:
 def create_app(routes: str | Path = "routes", index: str | Path = "indexes/default", *,
                profile: str | None = None, settings: GatewaySettings | None = None,
                limiter: RateLimiter | None = None,
-               load: Callable[[], Router] | None = None) -> Starlette:
+               load: Callable[[], Router] | None = None,
+               span_exporter: Any = None) -> Starlette:
     """The gateway app. The router is loaded at start-up (the server listens only once it is
     ready) and reloaded whenever the index's CURRENT names a new build. `load` replaces
-    `Router.load(routes, index, profile=profile)`; `limiter` the in-process rate limiter."""
+    `Router.load(routes, index, profile=profile)`; `limiter` the in-process rate limiter;
+    `span_exporter` (an OpenTelemetry SpanExporter) the exporter `tracing` names."""
     settings = settings or GatewaySettings()
     index = Path(index)
 
@@ -265,7 +267,7 @@ def create_app(routes: str | Path = "routes", index: str | Path = "indexes/defau
 
     live = LiveRouter(load or default_load, index, on_swap=swapped,
                       on_fail=lambda _: metrics.reloads.labels("failed").inc())
-    gw = Gateway(live, settings, limiter, metrics)
+    gw = Gateway(live, settings, limiter, metrics, Spans(settings.tracing, span_exporter))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

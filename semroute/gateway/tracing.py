@@ -15,20 +15,32 @@ from semroute.errors import ConfigError
 class Spans:
     """Emits one span tree per answered request, or nothing when tracing is off."""
 
-    def __init__(self, settings: TracingSettings) -> None:
+    def __init__(self, settings: TracingSettings, exporter: Any = None) -> None:
+        """`exporter` (an OpenTelemetry SpanExporter) replaces the one `settings` names and is
+        fed synchronously (tests read it back)."""
         self.tracer: Any = None
         self._provider: Any = None
-        if settings.exporter == "none":
+        if settings.exporter == "none" and exporter is None:
             return
         try:
             from opentelemetry.sdk.resources import Resource
             from opentelemetry.sdk.trace import TracerProvider
-            from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+            from opentelemetry.sdk.trace.export import (
+                BatchSpanProcessor,
+                ConsoleSpanExporter,
+                SimpleSpanProcessor,
+            )
         except ImportError:
             raise ConfigError(["gateway settings: field 'tracing.exporter': needs the "
                                "OpenTelemetry SDK (pip install opentelemetry-sdk"
                                " opentelemetry-exporter-otlp-proto-http)"]) from None
-        exporter: Any
+        provider = TracerProvider(resource=Resource.create(
+            {"service.name": settings.service_name}))
+        self._provider = provider
+        self.tracer = provider.get_tracer("semroute.gateway")
+        if exporter is not None:
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            return
         if settings.exporter == "console":
             exporter = ConsoleSpanExporter()
         else:
@@ -41,11 +53,7 @@ class Spans:
                                    "pip install opentelemetry-exporter-otlp-proto-http"]) from None
             exporter = OTLPSpanExporter(endpoint=settings.endpoint) if settings.endpoint \
                 else OTLPSpanExporter()
-        provider = TracerProvider(resource=Resource.create(
-            {"service.name": settings.service_name}))
         provider.add_span_processor(BatchSpanProcessor(exporter))
-        self._provider = provider
-        self.tracer = provider.get_tracer("semroute.gateway")
 
     def record(self, r: Response, api: str, start_ns: int, end_ns: int) -> None:
         """The span tree of one answered request (no-op when tracing is off)."""
