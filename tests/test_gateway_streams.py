@@ -126,6 +126,7 @@ def test_a_client_leaving_mid_stream_releases_the_upstream(gateway: RunningGatew
     while 'status="client_closed"' not in metrics(gateway):
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    assert "\nsemroute_in_flight 0.0\n" in metrics(gateway)
 
 
 def test_one_function_maps_fields_and_headers_to_dispatch_options() -> None:

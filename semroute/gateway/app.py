@@ -83,6 +83,42 @@ async def read_json(request: Request, limit: int) -> Any:
         raise GatewayError(400, f"the body is not valid JSON: {exc}", param="(body)") from None
 
 
+class StreamEnd:
+    """The end of one streamed answer, whichever way it comes (done, broken, the client gone,
+    even before the first byte): close the upstream stream, count and trace it, once."""
+
+    def __init__(self, gw: Gateway, r: Answer, api: Api, t0: int) -> None:
+        self.gw, self.r, self.api, self.t0 = gw, r, api, t0
+        self.status = "200"
+        self._done = False
+
+    async def finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        with anyio.CancelScope(shield=True):  # a client that left: still close and trace
+            await self.r.aclose()
+        status = "client_closed" if self.r.stream_state == "closed early" else self.status
+        self.gw.answered(self.r, self.api, self.t0, status)
+        self.gw.metrics.in_flight.dec()
+
+
+class AnswerStream(StreamingResponse):
+    """A StreamingResponse that always ends its answer, even when the client left before
+    the body started (the generator then never runs, so its own `finally` cannot)."""
+
+    def __init__(self, content: AsyncIterator[bytes], ending: StreamEnd,
+                 **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.ending = ending
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.ending.finish()
+
+
 class Gateway:
     """The app's state and handlers: one per app (metrics registry, limiter, live router)."""
 
@@ -121,13 +157,14 @@ class Gateway:
             except Exception as exc:
                 return self._failed(api, failure_of(exc))
             if not call.stream:
-                self._answered(r, api, t0, "200")
+                self.answered(r, api, t0, "200")
                 body = openai_wire.completion_json(r) if api == "openai" else \
                     anthropic_wire.message_json(r)
                 return JSONResponse(body, headers=self._headers(r))
             streaming = True
-            return StreamingResponse(self._sse(api, call, r, t0), headers=self._headers(r),
-                                     media_type="text/event-stream")
+            ending = StreamEnd(self, r, api, t0)
+            return AnswerStream(self._sse(call, ending), ending, headers=self._headers(r),
+                                media_type="text/event-stream")
         finally:
             if not streaming:
                 self.metrics.in_flight.dec()
@@ -161,34 +198,30 @@ class Gateway:
             model=model, **options, **call.extra)
         return r, call
 
-    async def _sse(self, api: Api, call: ChatCall, r: Answer, t0: int) -> AsyncIterator[bytes]:
+    async def _sse(self, call: ChatCall, ending: StreamEnd) -> AsyncIterator[bytes]:
+        r, api = ending.r, ending.api
         writer = openai_wire.ChunkWriter(r, call.include_usage) if api == "openai" else \
             anthropic_wire.EventWriter(r)
-        status = "200"
         try:
             yield writer.start()
             async for chunk in r:
                 yield writer.text(chunk)
             yield writer.end()
         except ProviderError as exc:  # the stream broke after text: say so in-band
-            status = "stream_interrupted"
-            f = failure_of(exc)
-            body = self._error_body(api, f)
+            ending.status = "stream_interrupted"
+            body = self._error_body(api, failure_of(exc))
             yield (b"data: " + json.dumps(body).encode() + b"\n\n") if api == "openai" else \
                 anthropic_wire.event("error", {"error": body["error"]})
         finally:
-            with anyio.CancelScope(shield=True):  # a client that left: still close and trace
-                await r.aclose()
-            self._answered(r, api, t0, status if r.stream_state != "closed early"
-                           else "client_closed")
-            self.metrics.in_flight.dec()
+            await ending.finish()
 
     def _headers(self, r: Answer) -> dict[str, str]:
         if not self.settings.expose_decision_headers:
             return {"x-semroute-request-id": r.request_id}
         return decision_headers(r)
 
-    def _answered(self, r: Answer, api: Api, t0: int, status: str) -> None:
+    def answered(self, r: Answer, api: Api, t0: int, status: str) -> None:
+        """Count, measure and span an answer (a stream's when it ended)."""
         self.metrics.requests.labels(api, status).inc()
         self.metrics.observe(r)
         self.spans.record(r, api, t0, time.time_ns())
