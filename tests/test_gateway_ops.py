@@ -46,7 +46,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, llm_server: LLMServer
         "keys": [{"name": "open", "sha256": hash_client_key(OPEN_KEY)},
                  {"name": "limited", "sha256": hash_client_key(LIMITED_KEY),
                   "rate_limit": {"requests_per_second": 0.2, "burst": 2}}],
-        "limits": {"max_body_bytes": 4096, "max_messages": 4},
+        "limits": {"max_body_bytes": 4096, "max_messages": 4, "max_tokens_cap": 64},
         "cors_origins": ["https://app.example"]}))
     gw = run_gateway(create_app(routes, index, settings=load_gateway_config(config)))
     yield gw
@@ -106,6 +106,13 @@ def test_bodies_and_message_lists_over_the_limits_get_413(gateway: RunningGatewa
         oai(gateway).chat.completions.create(model="semroute", max_tokens=4, messages=HI * 5)
     assert caught.value.status_code == 413
     assert isinstance(caught.value.body, dict) and caught.value.body["param"] == "messages"
+
+
+def test_max_tokens_over_the_cap_is_a_400_naming_the_field(gateway: RunningGateway) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        oai(gateway).chat.completions.create(model="semroute", messages=HI, max_tokens=65)
+    assert isinstance(caught.value.body, dict) and caught.value.body["param"] == "max_tokens"
+    assert "cap of 64" in caught.value.body["message"]
 
 
 def test_every_model_failing_is_a_502_listing_the_attempts(gateway: RunningGateway) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import anthropic
 import openai
 import pytest
+import yaml
 
 from semroute.config import ClientKey
 from semroute.gateway import ChatCall, create_app, dispatch_options
@@ -54,6 +55,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory,
         "cut": entry("openai", upstreams.cut.base_url),
         "cut_a": entry("anthropic", upstreams.cut.base_url),
         "endless": entry("openai", upstreams.endless.base_url)}, ["flaky", "echo"])
+    greet = yaml.safe_load((routes / "greet.yaml").read_text())
+    greet["rules"] = [{"name": "greeting_task", "metadata": {"task_type": "greeting"}}]
+    (routes / "greet.yaml").write_text(yaml.safe_dump(greet))
     gw = run_gateway(create_app(routes, index))
     yield gw
     gw.stop()
@@ -127,6 +131,22 @@ def test_a_client_leaving_mid_stream_releases_the_upstream(gateway: RunningGatew
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert "\nsemroute_in_flight 0.0\n" in metrics(gateway)
+
+
+def test_request_metadata_from_body_or_headers_reaches_the_route_rules(
+        gateway: RunningGateway) -> None:
+    c = oai(gateway)
+    plain = c.chat.completions.with_raw_response.create(model="semroute", messages=HI,
+                                                        max_tokens=4)
+    assert plain.headers["x-semroute-route"] == "code"
+    by_body = c.chat.completions.with_raw_response.create(
+        model="semroute", messages=HI, max_tokens=4, metadata={"task_type": "greeting"})
+    by_header = c.chat.completions.with_raw_response.create(
+        model="semroute", messages=HI, max_tokens=4,
+        extra_headers={"x-semroute-meta-task_type": "greeting"})
+    for raw in (by_body, by_header):
+        assert (raw.headers["x-semroute-route"], raw.headers["x-semroute-method"]) == (
+            "greet", "rule")
 
 
 def test_one_function_maps_fields_and_headers_to_dispatch_options() -> None:

@@ -30,7 +30,6 @@ class Failure:
     attempts: list[dict[str, Any]] | None = None
     request_id: str | None = None
     retry_after: float | None = None
-    kind: str = "refused"  # refused | upstream | internal (a metrics label)
 
 
 def attempt_json(a: Attempt) -> dict[str, Any]:
@@ -54,13 +53,12 @@ def failure_of(exc: Exception) -> Failure:
     if isinstance(exc, AllModelsFailedError):
         attempts = [attempt_json(a) for a in exc.attempts]
         overloaded = bool(exc.attempts) and all(a.status in OVERLOADED for a in exc.attempts)
-        return Failure(503 if overloaded else 502, str(exc), None, attempts, exc.request_id,
-                       kind="upstream")
+        return Failure(503 if overloaded else 502, str(exc), None, attempts, exc.request_id)
     if isinstance(exc, ProviderError):
         attempts = [attempt_json(a) for a in exc.attempts]
         status = 400 if exc.scope is ErrorScope.REQUEST else 502
         return Failure(status, f"the model refused the request: {exc.message}", None,
-                       attempts, exc.request_id, kind="upstream")
+                       attempts, exc.request_id)
     if isinstance(exc, NoRouteError):
-        return Failure(500, str(exc), kind="internal")
-    return Failure(500, f"internal error: {type(exc).__name__}", kind="internal")
+        return Failure(500, str(exc))
+    return Failure(500, f"internal error: {type(exc).__name__}")
