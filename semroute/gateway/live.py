@@ -59,11 +59,14 @@ class LiveRouter:
 
     def _make(self, previous: Serving | None) -> Serving:
         router = self._load()
-        state: DispatchState | None = None
-        if previous is not None and previous.router.routes.settings == router.routes.settings:
+        if previous is None:
+            state = DispatchState.create(router.routes.settings)
+        elif previous.router.routes.settings == router.routes.settings:
             state = previous.dispatcher.state
-        dispatcher = Dispatcher(router, state=state) if state is not None else \
-            Dispatcher(router)
+        else:  # new settings, new state; the idle pre-scoring thread carries over
+            state = DispatchState.create(router.routes.settings)
+            state.prescorer = previous.dispatcher.state.prescorer
+        dispatcher = Dispatcher(router, state=state)
         return Serving(router, dispatcher, router.index.manifest.build_id, time.time())
 
     def load_now(self) -> Serving:
