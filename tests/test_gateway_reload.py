@@ -79,10 +79,7 @@ def test_a_new_build_is_served_with_zero_failed_requests(tmp_path: Path,
         wait_for(lambda: len(answered) >= 4)
         before = len(answered)
         # a second build into the same folder while requests flow: one more utterance
-        code = routes / "code.yaml"
-        spec = yaml.safe_load(code.read_text())
-        spec["utterances"].append("write a rust macro that derives Debug")
-        code.write_text(yaml.safe_dump(spec))
+        add_utterance(routes, "write a rust macro that derives Debug")
         second = build_index(routes, tmp_path / "index")
         assert second.build_id != first.build_id
         deadline = time.monotonic() + 60
@@ -103,6 +100,41 @@ def test_a_new_build_is_served_with_zero_failed_requests(tmp_path: Path,
             metrics = r.read().decode()
         assert 'semroute_reloads_total{outcome="ok"} 1.0' in metrics
         assert f'semroute_build_info{{build_id="{second.build_id}"}} 1.0' in metrics
+    finally:
+        gw.stop()
+
+
+def add_utterance(routes: Path, text: str) -> None:
+    code = routes / "code.yaml"
+    spec = yaml.safe_load(code.read_text())
+    spec["utterances"].append(text)
+    code.write_text(yaml.safe_dump(spec))
+
+
+def test_a_build_that_does_not_load_leaves_the_old_one_serving(tmp_path: Path,
+                                                               llm_server: LLMServer) -> None:
+    routes = write_set(tmp_path / "routes", {"fast": live_openai(llm_server)}, ["fast"])
+    first = build_index(routes, tmp_path / "index")
+    gw = run_gateway(create_app(routes, tmp_path / "index",
+                                settings=GatewaySettings(reload_poll_seconds=2.0)))
+    c = openai.OpenAI(base_url=gw.openai_base_url, api_key="x", max_retries=0)
+    try:
+        add_utterance(routes, "write a rust macro that derives Debug")
+        build_index(routes, tmp_path / "index")
+        add_utterance(routes, "port this perl script to go")  # files now ahead of the build
+        wait_for(lambda: (ready(gw.base_url) or {}).get("reload_error") is not None)
+        status = ready(gw.base_url) or {}
+        assert status["build_id"] == first.build_id  # still the old build
+        assert "StaleIndexError" in str(status["reload_error"])
+        assert c.chat.completions.create(model="semroute", max_tokens=2,
+                                         messages=[{"role": "user", "content": "hi there"}])
+        third = build_index(routes, tmp_path / "index")  # the files and the index agree again
+        wait_for(lambda: (ready(gw.base_url) or {}).get("build_id") == third.build_id)
+        assert (ready(gw.base_url) or {})["reload_error"] is None
+        with urllib.request.urlopen(f"{gw.base_url}/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+        assert 'semroute_reloads_total{outcome="failed"} 1.0' in metrics
+        assert 'semroute_reloads_total{outcome="ok"} 1.0' in metrics
     finally:
         gw.stop()
 
