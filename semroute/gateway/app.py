@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -33,6 +34,7 @@ from semroute.gateway.options import dispatch_options
 from semroute.gateway.tracing import Spans
 from semroute.routing import Router
 
+log = logging.getLogger("semroute.gateway")
 ROUTED_MODEL = "semroute"
 DECISION_HEADERS = ["x-semroute-route", "x-semroute-method", "x-semroute-score",
                     "x-semroute-margin", "x-semroute-model", "x-semroute-request-id"]
@@ -155,7 +157,10 @@ class Gateway:
             try:
                 r, call = await self._dispatch(request, api)
             except Exception as exc:
-                return self._failed(api, failure_of(exc))
+                failure = failure_of(exc)
+                if failure.status == 500:  # ours, not the client's or a model's: log it
+                    log.error("semroute serve: %s request failed", api, exc_info=exc)
+                return self._failed(api, failure)
             if not call.stream:
                 self.answered(r, api, t0, "200")
                 body = openai_wire.completion_json(r) if api == "openai" else \
