@@ -190,6 +190,23 @@ class AllModelsFailedError(SemrouteError):
         return (type(self), (self.route, self.attempts), dict(self.__dict__))
 
 
+class GatewayError(SemrouteError):
+    """`semroute serve` refused a request before any model was called: a bad body (400, naming
+    the field in `param`), a bad client key (401), an unknown model (404), a body or message
+    list too large (413), a rate limit (429, `retry_after` seconds), not ready (503)."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None,
+                 retry_after: float | None = None) -> None:
+        self.status = status
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.status, self.message), dict(self.__dict__))
+
+
 class CalibrationWarning(UserWarning):
     """The calibration was fitted on an earlier build of the index."""
 

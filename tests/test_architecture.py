@@ -32,7 +32,7 @@ LAYERS: list[set[str]] = [
     {"policies"},
     {"dispatching"},
     {"quality"},
-    {"cli"},
+    {"cli", "gateway"},
 ]
 LAYER_OF = {part: i for i, parts in enumerate(LAYERS) for part in parts}
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from semroute.dispatching import Dispatcher
-from semroute.errors import AllModelsFailedError, NoRouteError
+from semroute.errors import AllModelsFailedError, NoRouteError, QueryError
 from semroute.telemetry import JsonlSink, read_trace
 from tests.conftest_llm import MakeFaultServer
 from tests.dispatch_support import dispatcher_factory, live_anthropic, live_openai, shared_index
@@ -185,3 +185,24 @@ def test_no_route_and_no_default_is_a_clear_error(make_dispatcher: Callable[...,
     with pytest.raises(NoRouteError, match="default_route"):
         d.dispatch("zxqv blorp")
     assert ok.hits == 0
+
+
+def test_naming_a_model_skips_routing_and_is_still_traced(
+        make_dispatcher: Callable[..., Dispatcher], fault_server: MakeFaultServer,
+        tmp_path: Path) -> None:
+    first, named = fault_server([200]), fault_server([200])
+    d = make_dispatcher({"first": {"provider": "openai", "model": "a",
+                                   "base_url": f"{first.base_url}/v1"},
+                         "named": {"provider": "anthropic", "model": "b",
+                                   "base_url": named.base_url}}, ["first"])
+    r = d.dispatch("write a python function to sort a list", model="named", max_tokens=8)
+    assert (r.model_key, r.route, r.decision.method, r.decision.route) == (
+        "named", "model:named", "explicit", "model:named")
+    assert "named" in r.decision.reason and r.decision.candidates == ()
+    assert first.hits == 0 and named.hits == 1
+    assert "system" not in named.bodies[0]  # no route, so no route system prompt
+    line = read_trace(tmp_path / "trace.jsonl")[-1]
+    assert (line["method"], line["route"], line["model_key"]) == (
+        "explicit", "model:named", "named")
+    with pytest.raises(QueryError, match="model 'nowhere' is not a key of profile 'test'"):
+        d.dispatch("hi", model="nowhere")

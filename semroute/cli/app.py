@@ -174,6 +174,10 @@ def make_parser() -> argparse.ArgumentParser:
     register_store_verbs(outcomes.add_subparsers(dest="outcomes_verb", required=True,
                                                  metavar="VERB"))
     # --- end of the outcomes group ---
+
+    from semroute.cli.serve_verbs import register as register_serve
+
+    register_serve(sub)
     return parser
 
 

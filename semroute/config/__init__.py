@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from semroute.config.cascade import CascadeSpec, ConfidenceGate, GateSpec, JudgeGate
-from semroute.config.loading import load_routes, route_files
+from semroute.config.gateway import (
+    ClientKey,
+    GatewaySettings,
+    RateLimit,
+    RequestLimits,
+    TracingSettings,
+    hash_client_key,
+)
+from semroute.config.loading import load_gateway_config, load_routes, route_files
 from semroute.config.modelspec import (
     STRUCTURED_MODES,
     ModelSpec,
@@ -11,7 +19,7 @@ from semroute.config.modelspec import (
     StructuredMode,
     Usage,
 )
-from semroute.config.routes import STEP_PREFIX, Route, RouteSet
+from semroute.config.routes import MODEL_PREFIX, STEP_PREFIX, Route, RouteSet
 from semroute.config.rules import RuleSpec
 from semroute.config.schema import (
     BUILTIN_PICKS,
@@ -37,6 +45,7 @@ __all__ = [
     "BUILTIN_PICKS",
     "CATALOGUE_FILE",
     "DEFAULT_BUDGET_STORE",
+    "MODEL_PREFIX",
     "RESERVED_ROUTE_NAMES",
     "STEP_PREFIX",
     "STRUCTURED_MODES",
@@ -46,14 +55,18 @@ __all__ = [
     "BudgetSettings",
     "CascadeSpec",
     "CatalogueFile",
+    "ClientKey",
     "ConfidenceGate",
     "GateSpec",
+    "GatewaySettings",
     "JudgeGate",
     "ModelEntry",
     "ModelSpec",
     "OutcomesSettings",
     "ParallelSpec",
     "ProviderName",
+    "RateLimit",
+    "RequestLimits",
     "Route",
     "RouteFile",
     "RouteSet",
@@ -62,7 +75,10 @@ __all__ = [
     "StickinessMode",
     "StickinessSettings",
     "StructuredMode",
+    "TracingSettings",
     "Usage",
+    "hash_client_key",
+    "load_gateway_config",
     "load_routes",
     "normalise_text",
     "route_files",

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from semroute.config.gateway import GatewaySettings
 from semroute.config.routes import STEP_PREFIX, Route, RouteSet
 from semroute.config.schema import (
     CATALOGUE_FILE,
@@ -261,3 +262,20 @@ def load_routes(directory: str | Path = "routes", *, profile: str | None = None)
         profiles={k: dict(v) for k, v in catalogue.profiles.items()},
         steps={k: (v,) if isinstance(v, str) else tuple(v) for k, v in catalogue.steps.items()},
     )
+
+
+def load_gateway_config(path: str | Path | None) -> GatewaySettings:
+    """Read `gateway.yaml` (None: the defaults); raise `ConfigError` naming file and field."""
+    if path is None:
+        return GatewaySettings()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"{path}: gateway settings file not found (pass --config FILE)"])
+    problems: list[str] = []
+    data = _read_mapping(path, problems, "'keys', 'limits', ...")
+    if data is None:
+        raise ConfigError(problems)
+    try:
+        return GatewaySettings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_pydantic_problems(path, exc, None)) from None

@@ -14,6 +14,7 @@ from semroute.config.rules import RuleSpec
 from semroute.config.schema import ModelEntry, ParallelSpec, RouterSettings
 
 STEP_PREFIX = "step:"  # a step's route label: never a route name (':' is not allowed there)
+MODEL_PREFIX = "model:"  # the route label of a request whose caller named the model
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class RouteSet:
         found = self._by_name.get(name)
         if found is None and name.startswith(STEP_PREFIX):
             return self.step_route(name.removeprefix(STEP_PREFIX))
+        if found is None and name.startswith(MODEL_PREFIX):
+            return self.model_route(name.removeprefix(MODEL_PREFIX))
         if found is None:
             raise KeyError(name)
         return found
@@ -67,6 +70,15 @@ class RouteSet:
         return Route(name=f"{STEP_PREFIX}{step}", description=f"agent step '{step}'",
                      models=self.steps[step], utterances=(), threshold=None,
                      system_prompt=None, metadata={}, file=self.directory / "models.yaml")
+
+    def model_route(self, key: str) -> Route:
+        """A caller-named catalogue key as a route named `model:<key>` served by that model
+        alone, no utterances and no system prompt (KeyError if the key is unknown)."""
+        if key not in self.models:
+            raise KeyError(key)
+        return Route(name=f"{MODEL_PREFIX}{key}", description=f"the caller named model '{key}'",
+                     models=(key,), utterances=(), threshold=None, system_prompt=None,
+                     metadata={}, file=self.directory / "models.yaml")
 
     @cached_property
     def _by_name(self) -> dict[str, Route]:

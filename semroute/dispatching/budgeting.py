@@ -14,6 +14,7 @@ from functools import cache, partial
 
 from semroute.config import ModelSpec, Route, RouteSet
 from semroute.dispatching.parallel import JUDGE_MAX_TOKENS
+from semroute.errors import QueryError
 from semroute.policies import BudgetRequest, Budgets, Grant, Placement, estimate_input_tokens
 from semroute.providers import Message, Offload, Plan
 from semroute.routing import Decision, step_decision
@@ -23,14 +24,15 @@ JUDGE_PROMPT_TOKENS = 200  # the judge's instructions around the query and the a
 
 @dataclass(frozen=True)
 class Asked:
-    """What the caller asked of one request besides its text: an agent `step` (None: route
-    it), a `max_cost_usd`, and the ids caps count under (`client_key`, `user`; raw here,
-    hashed before they reach a store key or a trace)."""
+    """What the caller asked of one request besides its text: an agent `step` or a catalogue
+    key `model` (None: route it), a `max_cost_usd`, and the ids caps count under
+    (`client_key`, `user`; raw here, hashed before they reach a store key or a trace)."""
 
     step: str | None = None
     max_cost_usd: float | None = None
     client_key: str | None = None
     user: str | None = None
+    model: str | None = None
 
 
 NOTHING_ASKED = Asked()
@@ -42,8 +44,17 @@ def step_plan(routes: RouteSet, step: str, query: str) -> Plan[Decision]:
     yield  # pragma: no cover - makes this a generator
 
 
+def explicit_decision(routes: RouteSet, key: str, query: str) -> Decision:
+    """The decision for a caller-named catalogue key (`QueryError` naming the known keys)."""
+    if key not in routes.models:  # fail before any call
+        raise QueryError(f"model '{key}' is not a key of profile '{routes.profile}' (known: "
+                         f"{', '.join(sorted(routes.models))})")
+    return Decision.explicit(query, key)
+
+
 def step_placement(routes: RouteSet, decision: Decision) -> Placement:
-    """An agent step is served by its own model chain; stickiness does not apply."""
+    """An agent step (or a caller-named model) is served by its own model chain; stickiness
+    does not apply."""
     assert decision.route is not None
     route = routes.route(decision.route)
     return Placement(route, route.models, route)

@@ -19,6 +19,7 @@ from semroute.dispatching.budgeting import (
     NOTHING_ASKED,
     Asked,
     admit,
+    explicit_decision,
     settle,
     step_placement,
     step_plan,
@@ -111,26 +112,28 @@ class Dispatcher:
                  metadata: Mapping[str, str] | None = None, conversation_id: str | None = None,
                  user: str | None = None, step: str | None = None,
                  max_cost_usd: float | None = None, client_key: str | None = None,
-                 **kwargs: Any) -> Response:
+                 model: str | None = None, **kwargs: Any) -> Response:
         """Route `request` (a query or chat messages) and return the model's answer.
         `metadata` is what route-file rules match (never sent on); `conversation_id` and
         `user` key stickiness (README "Stickiness"); `step` names an agent step instead of
-        routing (README "Agent steps"); `max_cost_usd`, `client_key` and `user` are what
-        budgets check (README "Budgets")."""
+        routing (README "Agent steps"); `model` (a catalogue key) skips routing: that model
+        alone answers (decision method "explicit", route `model:<key>`); `max_cost_usd`,
+        `client_key` and `user` are what budgets check (README "Budgets")."""
         return run_sync(self._plan(request, system, max_tokens, stream, kwargs, metadata,
                                    (conversation_id, user),
-                                   Asked(step, max_cost_usd, client_key, user)))
+                                   Asked(step, max_cost_usd, client_key, user, model)))
 
     async def adispatch(self, request: str | Sequence[Message], *, system: str | None = None,
                         max_tokens: int = 512, stream: bool = False,
                         metadata: Mapping[str, str] | None = None,
                         conversation_id: str | None = None, user: str | None = None,
                         step: str | None = None, max_cost_usd: float | None = None,
-                        client_key: str | None = None, **kwargs: Any) -> Response:
+                        client_key: str | None = None, model: str | None = None,
+                        **kwargs: Any) -> Response:
         """Async `dispatch`: the same plan, awaited; blocking work runs off the event loop."""
         return await run_async(self._plan(request, system, max_tokens, stream, kwargs,
                                           metadata, (conversation_id, user),
-                                          Asked(step, max_cost_usd, client_key, user)))
+                                          Asked(step, max_cost_usd, client_key, user, model)))
 
     def provider(self, key: str) -> Provider[Any, Any]:
         """The provider adapter of catalogue key `key`."""
@@ -149,9 +152,12 @@ class Dispatcher:
         messages = as_messages(request)
         turn = latest_user_turn(messages)
         # the latest turn, in the context of the conversation; rules see request metadata
-        decision = (yield from step_plan(self.router.routes, asked.step, turn)) \
-            if asked.step is not None else \
-            (yield from self.router.decide_plan(messages, metadata=metadata))
+        if asked.model is not None:  # the caller chose the model: nothing to decide
+            decision = explicit_decision(self.router.routes, asked.model, turn)
+        elif asked.step is not None:
+            decision = yield from step_plan(self.router.routes, asked.step, turn)
+        else:
+            decision = yield from self.router.decide_plan(messages, metadata=metadata)
         latency = {"decide": (time.perf_counter() - t0) * 1e3}
         redact = (turn, decision.query)
         if decision.route is None:
@@ -160,7 +166,8 @@ class Dispatcher:
                 include_query=self.include_query), redact)
             raise NoRouteError(f"no route for the query ({decision.reason}); set "
                                f"router.default_route in models.yaml")
-        placed = step_placement(self.router.routes, decision) if asked.step is not None else \
+        placed = step_placement(self.router.routes, decision) \
+            if asked.step is not None or asked.model is not None else \
             place(self.state.stickiness, self.router.routes, decision.route, messages,
                   system, ids)
         route = placed.route

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Method = Literal["rule", "index", "classifier", "default", "undecided", "step"]
+from semroute.config import MODEL_PREFIX
+
+Method = Literal["rule", "index", "classifier", "default", "undecided", "step",
+                 "explicit"]
 
 
 def _plain(value: Any) -> Any:
@@ -74,7 +77,8 @@ class Decision:
     """Where a query goes and why.
 
     `route` is None when nothing decided (method "undecided"): the index found no route
-    clearing the thresholds and no classifier or default route took it.
+    clearing the thresholds and no classifier or default route took it; and when the caller
+    named a model itself (method "explicit", `Decision.explicit`): nothing was routed.
     `timings_ms` has one entry per stage that ran (rules, normalise, encode, search, score,
     classify). A rule decision (method "rule", `rule` says which) has score 1.0 and margin 1.0,
     no candidates, and the thresholds the index would have applied to its route. A step
@@ -99,6 +103,17 @@ class Decision:
     extra: dict[str, Any] = field(default_factory=dict)
     rule: RuleHit | None = None
     context: tuple[TurnWeight, ...] = ()
+
+    @classmethod
+    def explicit(cls, query: str, model_key: str) -> Decision:
+        """The decision for a request whose caller named the model (catalogue key) itself:
+        nothing scored; its route is the label `model:<key>` (`RouteSet.model_route`), and it
+        is traced like any other."""
+        return cls(query=query, route=f"{MODEL_PREFIX}{model_key}", method="explicit",
+                   score=1.0, margin=1.0,
+                   threshold=0.0, margin_threshold=0.0,
+                   reason=f"the caller named model '{model_key}'", candidates=(),
+                   timings_ms={}, extra={"model_key": model_key})
 
     @property
     def total_ms(self) -> float:

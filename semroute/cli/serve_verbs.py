@@ -1,0 +1,54 @@
+"""CLI verbs of the gateway: `semroute serve` and `semroute gateway-key`."""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+from typing import Any
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from semroute.config import load_gateway_config
+    from semroute.gateway import make_server
+
+    settings = load_gateway_config(args.config)
+    if not settings.keys and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"semroute serve: warning: no client keys configured and listening on "
+              f"{args.host}: anyone who reaches it can spend your model budget "
+              f"(add keys in --config)", file=sys.stderr)
+    make_server(args.routes, args.index, host=args.host, port=args.port,
+                profile=args.profile, settings=settings, access_log=args.access_log).run()
+    return 0
+
+
+def cmd_gateway_key(args: argparse.Namespace) -> int:
+    from semroute.config import hash_client_key
+
+    key = args.key or ("sk-semroute-" + secrets.token_urlsafe(24))
+    if not args.key:
+        print(f"key     {key}   (give this to the client; it is not stored anywhere)")
+    print(f"sha256  {hash_client_key(key)}")
+    print(f"\n# gateway.yaml\nkeys:\n  - name: {args.name}\n    sha256: {hash_client_key(key)}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add `serve` and `gateway-key` to the `semroute` parser."""
+    from semroute.cli.common import index_arg, routes_arg
+
+    p = sub.add_parser("serve", help="run the OpenAI/Anthropic-compatible gateway")
+    routes_arg(p)
+    index_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="gateway settings (gateway.yaml: client keys, limits, CORS, tracing)")
+    p.add_argument("--access-log", action="store_true", help="log every request line")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("gateway-key", help="make a client key for the gateway and print the "
+                                           "sha256 to configure")
+    p.add_argument("key", nargs="?", help="an existing key to hash (default: make a new one)")
+    p.add_argument("--name", default="client", help="the key's name in gateway.yaml")
+    p.set_defaults(func=cmd_gateway_key)

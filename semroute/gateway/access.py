@@ -1,0 +1,89 @@
+"""Who may call the gateway and how often: client keys (sha256 at rest) and per-key rate
+limits behind `RateLimiter`, whose in-process token bucket a shared (Redis) backend can
+replace without touching the app."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from semroute.config import ClientKey, GatewaySettings, RateLimit, hash_client_key
+from semroute.errors import GatewayError
+
+ANONYMOUS = ClientKey(name="anonymous", sha256="0" * 64)
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key a client sent: `Authorization: Bearer <key>` (OpenAI SDKs) or `x-api-key`
+    (Anthropic SDKs)."""
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return headers.get("x-api-key") or None
+
+
+class ClientKeys:
+    """The configured keys, looked up by the sha256 of what a client presents. With no keys
+    configured the gateway is open and every caller is `anonymous`."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self._by_hash = {k.sha256: k for k in settings.keys}
+
+    @property
+    def required(self) -> bool:
+        return bool(self._by_hash)
+
+    def authenticate(self, headers: Mapping[str, str]) -> ClientKey:
+        """The caller's key entry, or GatewayError 401 (the message never echoes the key)."""
+        if not self._by_hash:
+            return ANONYMOUS
+        key = presented_key(headers)
+        if key is None:
+            raise GatewayError(401, "missing client key: send 'Authorization: Bearer <key>' "
+                                    "or 'x-api-key: <key>'")
+        found = self._by_hash.get(hash_client_key(key))
+        if found is None:
+            raise GatewayError(401, "invalid client key (ask the gateway's operator for one)")
+        return found
+
+
+class RateLimiter(Protocol):
+    """Takes one request from `client`'s allowance: None if allowed, else the seconds until
+    the next request would be. Must be safe from several threads."""
+
+    def take(self, client: str, limit: RateLimit) -> float | None: ...
+
+
+class TokenBucketLimiter:
+    """In-process token buckets, one per client name (a replica each: a shared backend gives
+    one limit across replicas). `clock` is injectable for tests."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, at)
+        self._lock = threading.Lock()
+
+    def take(self, client: str, limit: RateLimit) -> float | None:
+        now = self._clock()
+        with self._lock:
+            tokens, at = self._buckets.get(client, (limit.capacity, now))
+            tokens = min(limit.capacity, tokens + (now - at) * limit.requests_per_second)
+            if tokens >= 1.0:
+                self._buckets[client] = (tokens - 1.0, now)
+                return None
+            self._buckets[client] = (tokens, now)
+            return (1.0 - tokens) / limit.requests_per_second
+
+
+def rate_limit(limiter: RateLimiter, settings: GatewaySettings, client: ClientKey) -> None:
+    """Take one request from the client's rate limit (its own, else the default): 429."""
+    limit = client.rate_limit or settings.default_rate_limit
+    if limit is not None:
+        wait = limiter.take(client.name, limit)
+        if wait is not None:
+            raise GatewayError(429, f"rate limit of client '{client.name}' exceeded "
+                                    f"({limit.requests_per_second:g} requests/s, burst "
+                                    f"{limit.capacity:g}); retry in {wait:.2f} s",
+                               retry_after=wait)

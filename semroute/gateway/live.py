@@ -1,0 +1,129 @@
+"""Hot reload: the router being served, replaced when `semroute build` switches the index's
+CURRENT. A new router is loaded off the event loop and swapped in one assignment; requests
+hold the `Serving` they started with, so in-flight answers finish on the old one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from semroute.dispatching import Dispatcher, DispatchState
+from semroute.routing import Router
+
+log = logging.getLogger("semroute.gateway")
+
+
+@dataclass(frozen=True)
+class Serving:
+    """One loaded router and the dispatcher over it; immutable, swapped whole."""
+
+    router: Router
+    dispatcher: Dispatcher
+    build_id: str
+    loaded_at: float
+
+
+def current_build_id(index: Path) -> str | None:
+    """The build id CURRENT names now (None if unreadable): one small read, no parsing."""
+    try:
+        return (index / "CURRENT").read_text().strip() or None
+    except OSError:
+        return None
+
+
+class LiveRouter:
+    """The `Serving` of the moment. `load` makes a Router (from routes and index folders);
+    `state` makes the dispatch state shared across reloads while the router settings stay the
+    same (cooldowns, provider clients and the trace writer survive a reload)."""
+
+    def __init__(self, load: Callable[[], Router], index: Path,
+                 on_swap: Callable[[Serving], None] | None = None,
+                 on_fail: Callable[[str], None] | None = None) -> None:
+        self._load = load
+        self.index = index
+        self._on_swap = on_swap
+        self._on_fail = on_fail
+        self._serving: Serving | None = None
+        self.last_error: str | None = None
+        self._failed_build: str | None = None
+
+    @property
+    def current(self) -> Serving | None:
+        return self._serving
+
+    def _make(self, previous: Serving | None) -> Serving:
+        router = self._load()
+        if previous is None:
+            state = DispatchState.create(router.routes.settings)
+        elif previous.router.routes.settings == router.routes.settings:
+            state = previous.dispatcher.state
+        else:  # new settings, new state; the idle pre-scoring thread carries over
+            state = DispatchState.create(router.routes.settings)
+            state.prescorer = previous.dispatcher.state.prescorer
+        dispatcher = Dispatcher(router, state=state)
+        return Serving(router, dispatcher, router.index.manifest.build_id, time.time())
+
+    def load_now(self) -> Serving:
+        """Load synchronously (at start-up); raises what `Router.load` raises."""
+        serving = self._make(self._serving)
+        self._swap(serving)
+        return serving
+
+    def _swap(self, serving: Serving) -> None:
+        self._serving = serving  # one assignment: a request sees the old or the new, whole
+        self.last_error = None
+        if self._on_swap is not None:
+            self._on_swap(serving)
+
+    async def check(self) -> bool:
+        """Reload if CURRENT names another build than the one served (and than one that
+        already failed to load). True when a new router was swapped in."""
+        build = current_build_id(self.index)
+        serving = self._serving
+        if build is None or serving is None or build in (serving.build_id, self._failed_build):
+            return False
+        try:
+            new = await asyncio.to_thread(self._make, serving)
+        except Exception as exc:  # keep serving the old router; try again on the next build
+            self._failed_build, self.last_error = build, f"{type(exc).__name__}: {exc}"
+            log.warning("semroute serve: build %s not loaded, still serving %s: %s", build,
+                        serving.build_id, self.last_error)
+            if self._on_fail is not None:
+                self._on_fail(self.last_error)
+            raise
+        self._failed_build = None
+        self._swap(new)
+        log.info("semroute serve: now serving build %s (was %s)", new.build_id,
+                 serving.build_id)
+        return True
+
+    async def watch(self, every_s: float) -> None:
+        """Poll CURRENT every `every_s` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(every_s)
+            with contextlib.suppress(Exception):  # logged in check(); the loop goes on
+                await self.check()
+
+
+def readiness_problems(router: Router) -> list[str]:
+    """Problems that keep the gateway from being ready: routes none of whose models has its
+    API key in the environment (keyless local servers need none)."""
+    problems: list[str] = []
+    models = router.routes.models
+    for route in router.routes.routes:
+        ok = False
+        for key in route.models:
+            entry = models[key]
+            env = entry.api_key_env or (None if entry.base_url else
+                                        f"{entry.provider.upper()}_API_KEY")
+            ok = ok or env is None or bool(os.environ.get(env))
+        if not ok:
+            problems.append(f"route '{route.name}': no model of {list(route.models)} has its "
+                            f"API key set")
+    return problems

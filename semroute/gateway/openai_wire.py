@@ -1,0 +1,166 @@
+"""The OpenAI Chat Completions wire format: the request as the gateway accepts it (pydantic),
+and the JSON body, stream chunks and error body it answers with."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from semroute.dispatching import Response
+from semroute.errors import GatewayError
+from semroute.gateway.calls import ChatCall, bad_field
+
+DEFAULT_MAX_TOKENS = 1024
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="allow")  # OpenAI grows fields; unknown ones are ignored
+
+
+class ContentPart(_Wire):
+    type: str
+
+
+class OpenAIMessage(_Wire):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart]
+    name: str | None = None
+
+
+class StreamOptions(_Wire):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(_Wire):
+    """`POST /v1/chat/completions`. `tools`/`tool_choice`, `temperature` and `top_p` go to the
+    model as they are; `user` and `metadata` are the caller's (never sent on)."""
+
+    model: str = Field(min_length=1)
+    messages: list[OpenAIMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    n: int = Field(default=1, ge=1, le=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+
+
+def parse_openai(body: Any) -> ChatCall:
+    """A ChatCall from a request body; GatewayError 400 naming the field otherwise."""
+    try:
+        req = ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        raise bad_field(exc) from None
+    systems: list[str] = []
+    messages: list[dict[str, Any]] = []
+    for i, m in enumerate(req.messages):
+        content: str | list[dict[str, Any]] = m.content if isinstance(m.content, str) else [
+            p.model_dump() for p in m.content]
+        if m.role in ("system", "developer"):
+            if not isinstance(content, str):
+                content = "\n".join(str(p.get("text", "")) for p in content)
+            systems.append(content)
+        elif not content:
+            raise GatewayError(400, f"field 'messages[{i}].content': must not be empty",
+                               param=f"messages[{i}].content")
+        else:
+            messages.append({"role": m.role, "content": content})
+    if not any(m["role"] == "user" for m in messages):
+        raise GatewayError(400, "field 'messages': needs at least one user message",
+                           param="messages")
+    extra: dict[str, Any] = {k: v for k, v in (("temperature", req.temperature),
+                                                ("top_p", req.top_p), ("tools", req.tools),
+                                                ("tool_choice", req.tool_choice))
+                             if v is not None}
+    return ChatCall(
+        api="openai", model=req.model, messages=messages,
+        system="\n\n".join(systems) or None,
+        max_tokens=req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS,
+        stream=req.stream,
+        include_usage=bool(req.stream_options and req.stream_options.include_usage),
+        extra=extra, user=req.user, metadata=dict(req.metadata or {}))
+
+
+def usage_json(r: Response) -> dict[str, int]:
+    u = r.usage
+    return {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens,
+            "total_tokens": u.input_tokens + u.output_tokens}
+
+
+def completion_json(r: Response) -> dict[str, Any]:
+    """The `chat.completion` body of a finished answer."""
+    return {
+        "id": f"chatcmpl-{r.request_id}", "object": "chat.completion",
+        "created": int(time.time()), "model": r.model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": r.text},
+                     "finish_reason": r.finish_reason or "stop", "logprobs": None}],
+        "usage": usage_json(r),
+    }
+
+
+class ChunkWriter:
+    """SSE frames of one streamed answer: a role chunk, one chunk per text delta, the finish
+    chunk, the usage chunk (when asked: `stream_options.include_usage`), then `[DONE]`."""
+
+    def __init__(self, r: Response, include_usage: bool) -> None:
+        self.r, self.include_usage = r, include_usage
+        self.created = int(time.time())
+
+    def _frame(self, choices: list[dict[str, Any]], usage: Mapping[str, int] | None = None,
+               ) -> bytes:
+        body: dict[str, Any] = {"id": f"chatcmpl-{self.r.request_id}",
+                                "object": "chat.completion.chunk", "created": self.created,
+                                "model": self.r.model, "choices": choices}
+        if self.include_usage:
+            body["usage"] = usage
+        return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+    def start(self) -> bytes:
+        return self._frame([{"index": 0, "delta": {"role": "assistant", "content": ""},
+                             "finish_reason": None}])
+
+    def text(self, chunk: str) -> bytes:
+        return self._frame([{"index": 0, "delta": {"content": chunk}, "finish_reason": None}])
+
+    def end(self) -> bytes:
+        out = self._frame([{"index": 0, "delta": {},
+                            "finish_reason": self.r.finish_reason or "stop"}])
+        if self.include_usage:
+            out += self._frame([], usage_json(self.r))
+        return out + b"data: [DONE]\n\n"
+
+
+def error_json(status: int, message: str, *, param: str | None = None,
+               attempts: list[dict[str, Any]] | None = None,
+               request_id: str | None = None) -> dict[str, Any]:
+    """OpenAI's error body: `{"error": {"message", "type", "code", "param"}}`, plus the
+    attempts made and the request id."""
+    kind, code = OPENAI_ERRORS.get(status, ("api_error", None))
+    error: dict[str, Any] = {"message": message, "type": kind, "code": code, "param": param}
+    if attempts is not None:
+        error["attempts"] = attempts
+    if request_id is not None:
+        error["request_id"] = request_id
+    return {"error": error}
+
+
+OPENAI_ERRORS: dict[int, tuple[str, str | None]] = {
+    400: ("invalid_request_error", None),
+    401: ("authentication_error", "invalid_api_key"),
+    404: ("invalid_request_error", "model_not_found"),
+    413: ("invalid_request_error", "request_too_large"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+    500: ("server_error", None),
+    502: ("upstream_error", "all_models_failed"),
+    503: ("service_unavailable", "unavailable"),
+    504: ("upstream_error", "timeout"),
+}
