@@ -506,7 +506,9 @@ NOTES = """\
   could when the answer is produced, so only the newest user turn is encoded.
 - The two tables differ where the context ranks the right route first but the mixed score
   stays under the router's thresholds: the turn is undecided (with a classifier configured,
-  it goes to the classifier, which is shown the recent user turns).
+  it goes to the classifier, which is shown the recent user turns); and the other way, where
+  a follow-up whose mixed scores stay under the thresholds is kept on the route a confident
+  earlier turn set (its anchor) while the mixed scores rank another route first.
 - The int8 encoder quantises activations per batch, so a text's vector, and a few decisions,
   can differ slightly with the batch it is encoded in (seen as ~0.1-1 point between runs
   that batch differently, e.g. `semroute eval --conversations` against this benchmark).
