@@ -2,10 +2,13 @@
 ways to route a follow-up, compared offline on sgd_conversations from per-turn route scores.
 
     PYTHONPATH=. python benchmarks/conversation_candidates.py [--k 10] [--work /tmp/convcand]
+    PYTHONPATH=. python benchmarks/conversation_candidates.py --decisions   # the ablation
 
 Route set: k utterances per label of routes_train.csv (seeded shuffle), index-only top-1.
 Dev = first 300 dialogues of conversations_dev.csv (tuned on), held-out = last 300. The formal
 benchmark (the shipped rule through Router.route) is benchmarks/conversations.py.
+`--decisions` runs the shipped rule as decisions (default thresholds, undecided = wrong) with
+each later step switched off in turn, to show what each one is worth on both halves.
 """
 
 from __future__ import annotations
@@ -59,12 +62,49 @@ def build(k: int, work: Path) -> Any:
     return semroute.load_router(rd, work / "index", classifier=False)
 
 
+ABLATIONS: dict[str, dict[str, float]] = {  # constants of semroute.routing.conversation
+    "shipped rule": {},
+    "  without the leaned anchor (ANCHOR_STAY_GAP)": {"ANCHOR_STAY_GAP": -np.inf},
+    "  without the anchor in the switch test": {"SWITCH_GAP_ANCHOR": -np.inf},
+    "  without confident reply-form switches": {"REPLY_SWITCH_GAP": np.inf},
+    "  without the consensus of weak turns": {"CONSENSUS_TURNS": 10**9},
+}
+
+
+def decisions(router: Any, k: int) -> None:
+    """The shipped rule's decisions on both halves, with each step switched off in turn."""
+    from semroute.quality import evaluate_conversations, load_conversations
+    from semroute.routing import conversation
+
+    convs = load_conversations(DATA / "conversations_dev.csv")
+    print(f"k={k} decisions (first-turn / follow-up %; last turn only in the first row)")
+    for name, consts in {"last turn only": {}, **ABLATIONS}.items():
+        saved = {c: getattr(conversation, c) for c in consts}
+        for c, v in consts.items():
+            setattr(conversation, c, v)
+        rule = "last_turn_only" if name == "last turn only" else "conversation"
+        try:
+            cells = [evaluate_conversations(router, part, rules=[rule]).by_rule[rule]
+                     for part in (convs[:300], convs[300:])]
+        finally:
+            for c, v in saved.items():
+                setattr(conversation, c, v)
+        print(f"{name:46s} " + "   ".join(
+            f"{half} {100 * m['first_turn_accuracy']:5.1f} {100 * m['followup_accuracy']:5.1f}"
+            for half, m in zip(("dev", "held-out"), cells, strict=True)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--work", type=Path, default=Path("/tmp/convcand"))
+    ap.add_argument("--decisions", action="store_true",
+                    help="the shipped rule's decisions, each step switched off in turn")
     a = ap.parse_args()
     router = build(a.k, a.work / f"k{a.k}")
+    if a.decisions:
+        decisions(router, a.k)
+        return
     with open(DATA / "conversations_dev.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     texts = sorted({r["text"] for r in rows})

@@ -98,3 +98,23 @@ def test_quick_benchmark_runs(data: tuple[Path, Path], tmp_path: Path) -> None:
     assert "Machine:" in md and "Command:" in md and "| sgd | 3 |" in md
     assert "semantic-router" in md and "## Against the aims" in md
     assert json.loads((out / "conversations-quick.json").read_text())["summary"]
+
+
+def test_the_tuned_and_held_out_halves_are_reported_apart(data: tuple[Path, Path],
+                                                          tmp_path: Path) -> None:
+    sgd, _ = data
+    out = tmp_path / "out"
+    cfg = build_config(["--quick", "--sgd", str(sgd), "--mt-bench", "none", "--k", "3",
+                        "--tuned", "3", "--timing-samples", "4", "--work",
+                        str(tmp_path / "work"), "--out", str(out)])
+    res = run_benchmark(cfg, log=lambda _m: None)
+    parts = {(r["part"], r["rule"]) for r in res["by_part"]}
+    assert parts == {(p, r) for p in ("tuned", "held_out") for r in res["meta"]["rules"]}
+    run = res["runs"][0]
+    whole, halves = run["counts"], run["by_part"]
+    for rule in res["meta"]["rules"]:  # the halves partition the user turns
+        acc = [halves[p][rule]["accuracy"] for p in ("tuned", "held_out")]
+        assert min(acc) <= run["by_rule"][rule]["accuracy"] <= max(acc)
+    assert whole["conversations"] == 6 and res["meta"]["tuned_conversations"] == 3
+    md = (out / "conversations-quick.md").read_text()
+    assert "held out (the rest)" in md and "sgd held-out half k=3" in md

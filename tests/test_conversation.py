@@ -203,3 +203,59 @@ def test_without_a_confident_earlier_turn_a_weak_follow_up_stays_undecided(
     d = router.route(chat(vague, "Sure, what do you need?", "and the header row?"),
                      use_classifier=False)
     assert "stays on the conversation's route" not in d.reason
+
+
+def test_a_weak_follow_up_stays_on_the_anchor_even_when_the_context_leans_elsewhere(
+        router: Router) -> None:
+    """'what about the header row?' after a debugging question: the combined scores lean to
+    code_generation without clearing the thresholds; the confident opening set the topic and
+    the turn does not clearly leave it, so it stays on debugging (and says where it leaned)."""
+    opening = "my python script throws a KeyError when I read the config"
+    assert router.route(opening, use_classifier=False).route == "debugging"
+    d = router.route(chat(opening, "Sure, here you go.", "what about the header row?"),
+                     use_classifier=False)
+    assert (d.route, d.method) == ("debugging", "index"), d.reason
+    assert d.candidates[0].route == "code_generation"
+    assert "stays on the conversation's route 'debugging'" in d.reason
+    assert "lean to 'code_generation'" in d.reason
+
+
+def test_several_weak_turns_that_agree_decide_a_follow_up(router: Router) -> None:
+    """No turn is confident alone, but two earlier user turns point where the combined
+    scores do: their agreement decides the follow-up, and the reason names them."""
+    turns = ["hmm, big numbers?", "hmm, the units?", "what about the units?"]
+    for t in turns:
+        alone = router.route(t, use_classifier=False)
+        assert alone.method == "undecided" and alone.candidates[0].route == "simple_lookup"
+    d = router.route(chat(turns[0], "Go on.", turns[1], "Go on.", turns[2]),
+                     use_classifier=False)
+    assert (d.route, d.method) == ("simple_lookup", "index"), d.reason
+    assert "2 earlier user turns (0, 2) point to 'simple_lookup'" in d.reason
+    one = router.route(chat(turns[1], "Go on.", turns[2]), use_classifier=False)
+    assert one.method == "undecided"  # a single earlier turn is not enough
+
+
+def test_a_turn_that_answers_within_the_topic_does_not_become_the_anchor(
+        router: Router) -> None:
+    """'the total?' is confident alone (elsewhere) but leans only a little away from the
+    summary the conversation is about: the vague turn after it stays on summarisation."""
+    opening = "summarise this article about climate policy in three bullet points"
+    assert router.route(opening, use_classifier=False).route == "summarisation"
+    assert router.route("the total?", use_classifier=False).method == "index"
+    d = router.route(chat(opening, "Sure.", "the total?", "Done.", "and the other file?"),
+                     use_classifier=False)
+    assert (d.route, d.method) == ("summarisation", "index"), d.reason
+    assert "turn 2 leaned only a little away from it" in d.reason
+
+
+def test_a_confident_switch_in_a_replys_words_takes_its_own_route(router: Router) -> None:
+    """"ok, what's 17 times 23?" opens like a reply, but it is confident alone and far ahead
+    of the design conversation in its own scores: a topic switch, routed on itself."""
+    opening = "design a microservice architecture for an online shop"
+    q = "ok, what's 17 times 23?"
+    assert router.route(q, use_classifier=False).route == "math_reasoning"
+    d = router.route(chat(opening, "Sure, here you go.", q), use_classifier=False)
+    assert (d.route, d.method) == ("math_reasoning", "index"), d.reason
+    assert d.context == ()
+    short = router.route(chat(OPENING, ANSWER, "yes, do that"), use_classifier=False)
+    assert short.route == "code_generation"  # a reply that names nothing stays a follow-up

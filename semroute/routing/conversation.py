@@ -5,12 +5,18 @@ The rule, chosen by measurement on multi-turn data (see ARCHITECTURE.md): the la
 is scored alone; when its own decision is confident, that is the decision. Otherwise the route
 scores of earlier turns are added with decaying weights (`DECAY` per user turn back, assistant
 turns at `ASSISTANT_WEIGHT` of the user turn after them), walking back at most
-`LOOKBACK_USER_TURNS` user turns and stopping at the last turn that stood on its own. A turn
-that clearly points elsewhere (its own score near the threshold and well ahead of the route
-the context favours) keeps its own route: that is a topic switch, not a follow-up. A short
-turn that opens like a reply ("yes, do that", "why?", "thanks! and in rust?") or one that names
-the conversation ("your previous response", "the above") is a follow-up even when the index is
-confident about it (it would match small talk), and never claims a switch.
+`LOOKBACK_USER_TURNS` user turns and stopping at the last turn that stood on its own (the
+anchor: it set the conversation's route, unless it leaned only a little away from an earlier
+confident turn's route: then it answered within that topic and the earlier turn is the
+anchor). A turn that clearly points elsewhere (its own score
+near the threshold and well ahead of both the context's pick and the anchor's route) keeps its
+own route: that is a topic switch, not a follow-up. A short turn that opens like a reply ("yes,
+do that", "why?", "thanks! and in rust?") or one that names the conversation ("your previous
+response", "the above") is a follow-up even when the index is confident about it (it would
+match small talk), unless it is confident and far ahead of the context ("thanks, now the
+weather"). When the combined scores stay under the thresholds, the follow-up stays on the
+anchor's route; with no anchor, it takes the combined best route when at least
+`CONSENSUS_TURNS` earlier user turns point there too.
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ ASSISTANT_WEIGHT = 0.5
 LOOKBACK_USER_TURNS = 6
 SWITCH_BELOW_THRESHOLD = 0.1  # own score within this of the threshold may claim a topic switch
 SWITCH_GAP = 0.12  # ... when its own best route beats the context's pick by this much
+SWITCH_GAP_ANCHOR = 0.18  # ... and the anchor's route by this much
+ANCHOR_STAY_GAP = 0.2  # a confident turn this close to an earlier one's route answered in it
+REPLY_SWITCH_GAP = 0.3  # a confident reply-form turn this far ahead of both is a switch too
+CONSENSUS_TURNS = 2  # earlier user turns whose own best route must agree, without an anchor
 REPLY_MAX_WORDS = 5
 REPLY_OPENERS = (
     "yes", "yeah", "yep", "yup", "no", "nope", "nah", "ok", "okay", "sure", "thanks", "thank",
@@ -163,8 +173,15 @@ def match_conversation(matcher: Matcher,
     own_best = int(own.order[0])
     if best == own_best and rejected is None:
         return alone()  # the context agrees with a confident turn
+    anchor, leaned = _anchor(turns, weights, scored, matcher)
+    held = int(scored[anchor].order[0]) if anchor is not None else None
+    ahead = own.scores[own_best] - own.scores[best]
+    ahead_of_anchor = own.scores[own_best] - own.scores[held] if held is not None else np.inf
+    if reply and rejected is None and not refers_back(text) and \
+            min(ahead, ahead_of_anchor) > REPLY_SWITCH_GAP:
+        return alone()  # "thanks, now the weather": a confident switch in a reply's words
     if (not reply and own.confidence >= th.score - SWITCH_BELOW_THRESHOLD
-            and own.scores[own_best] - own.scores[best] > SWITCH_GAP):
+            and ahead > SWITCH_GAP and ahead_of_anchor > SWITCH_GAP_ANCHOR):
         return alone()  # the turn points clearly elsewhere: a topic switch
     others = np.argsort(-combined, kind="stable")
     order = np.concatenate(([best], others[others != best]))
@@ -185,30 +202,56 @@ def match_conversation(matcher: Matcher,
     n_asst = len(weights) - n_user
     why = (f"a follow-up ({form}), routed in context: the latest turn with "
            f"{n_user} earlier user turn(s) and {n_asst} assistant turn(s), decayed; ")
-    anchor = _anchor(turns, weights, scored, matcher)
-    if decision.method == "undecided" and anchor is not None and \
-            int(scored[anchor].order[0]) == best:
-        # The conversation's topic was settled by a confident earlier turn and the combined
-        # evidence still points there: the follow-up stays on it (a follow-up's own words
-        # are weak evidence, so its combined score rarely clears the thresholds by itself).
-        why += (f"it stays on the conversation's route '{names[best]}', which turn "
-                f"{turns[anchor].index} decided with confidence; ")
+    if decision.method == "undecided" and anchor is not None and held is not None:
+        # The conversation's topic was settled by a confident earlier turn and this turn
+        # does not clearly leave it: a follow-up's own words are weak evidence, so its
+        # combined score rarely clears the thresholds by itself; it stays on the topic.
+        why += (f"it stays on the conversation's route '{names[held]}', which turn "
+                f"{turns[anchor].index} decided with confidence"
+                + ("" if leaned is None else f" (turn {turns[leaned].index} leaned only a "
+                   "little away from it: an answer within that topic)")
+                + ("" if held == best else f" (the combined scores lean to '{names[best]}' "
+                   "but are not confident)") + "; ")
+        return replace(decision, route=names[held], method="index", context=context,
+                       reason=why + decision.reason), recent
+    agree = [j for j in weights if turns[j].role == "user"
+             and scored[j].has_neighbour.any() and int(scored[j].order[0]) == best]
+    if decision.method == "undecided" and anchor is None and len(agree) >= CONSENSUS_TURNS:
+        # No turn was confident, but several earlier user turns point where the combined
+        # scores do: agreement of separate turns is evidence one turn's threshold ignores.
+        why += (f"{len(agree)} earlier user turns (" + ", ".join(
+            str(turns[j].index) for j in sorted(agree)) + f") point to '{names[best]}' as "
+            "the combined scores do, so it goes there; ")
         return replace(decision, route=names[best], method="index", context=context,
                        reason=why + decision.reason), recent
     return replace(decision, context=context, reason=why + decision.reason), recent
 
 
 def _anchor(turns: Sequence[Turn], weights: dict[int, float], scored: Sequence[Scored],
-            matcher: Matcher) -> int | None:
-    """The earlier user turn that stood on its own (the index was confident about it), where
-    the weights stop looking back; None when no turn in the window did."""
-    th, names = matcher.thresholds, matcher.index.route_names
-    for j in sorted(weights, reverse=True):
-        s = scored[j]
-        if turns[j].role == "user" and \
-                th.check(names[int(s.order[0])], s.confidence, s.margin) is None:
-            return j
-    return None
+            matcher: Matcher) -> tuple[int | None, int | None]:
+    """The earlier user turn that set the conversation's route (the anchor) and, when the
+    confident turn where the weights stop only answered within an earlier confident turn's
+    topic, that turn (it leaned less than `ANCHOR_STAY_GAP` away from the earlier route,
+    like "on March 3rd" matching a calendar route after a flight search)."""
+    stop = next((j for j in sorted(weights, reverse=True)
+                 if turns[j].role == "user" and _confident(scored[j], matcher)), None)
+    if stop is None:
+        return None, None
+    before = next((i for i in range(stop - 1, -1, -1)
+                   if turns[i].role == "user" and not is_reply(turns[i].text)
+                   and _confident(scored[i], matcher)), None)
+    if before is not None:
+        s, route = scored[stop], int(scored[before].order[0])
+        top = int(s.order[0])
+        if top != route and s.scores[top] - s.scores[route] < ANCHOR_STAY_GAP:
+            return before, stop
+    return stop, None
+
+
+def _confident(s: Scored, matcher: Matcher) -> bool:
+    """Whether the index decides on these scores alone (best route over the thresholds)."""
+    names = matcher.index.route_names
+    return matcher.thresholds.check(names[int(s.order[0])], s.confidence, s.margin) is None
 
 
 def _weights(turns: Sequence[Turn], prepared: Sequence[tuple[str, bool]],
