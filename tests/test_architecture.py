@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"_version", "errors"},
     {"config"},
     {"encoders", "state", "telemetry"},
-    {"index"},
+    {"index", "outcomes"},
     {"providers"},
     {"routing"},
     {"policies"},

@@ -162,6 +162,9 @@ def make_parser() -> argparse.ArgumentParser:
     from semroute.cli.quality_verbs import register as register_quality
 
     register_quality(sub)
+    from semroute.cli.outcome_verbs import register as register_outcomes
+
+    register_outcomes(sub)
     return parser
 
 
