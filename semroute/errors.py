@@ -51,6 +51,25 @@ class DataError(SemrouteError):
     """A labelled data file cannot be read; the message names the file and line."""
 
 
+class OutcomeDataError(DataError):
+    """An outcome file (long, wide, routellm, mt_bench or routerarena form) cannot be read;
+    `problems` lists up to 20, each naming file, line and column and what to fix."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        listed = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid outcome data ({count}):\n{listed}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.problems,), dict(self.__dict__))
+
+
+class OutcomeStoreError(SemrouteError):
+    """The outcomes store cannot be opened or written: not a store, another schema version,
+    a record with an invalid field; the message names the file or the field."""
+
+
 class InfeasibleTargetError(SemrouteError):
     """No thresholds let the index decide anything at the requested misroute rate."""
 

@@ -1,8 +1,10 @@
-"""Outcomes: what each model's answers were worth, and learning from them which model a query
-needs (quality prediction, cost-quality metrics)."""
+"""Outcomes: which model did how well on which query. Reading labelled outcome files
+(`formats.py`), predicting each model's quality on a query from its nearest outcomes
+(`predict.py`) and measuring cost against quality (`metrics.py`)."""
 
 from __future__ import annotations
 
+from semroute.outcomes.formats import FORMS, OutcomeTable, read_outcome_file
 from semroute.outcomes.metrics import (
     Curve,
     OperatingPoints,
@@ -16,9 +18,11 @@ from semroute.outcomes.metrics import (
 from semroute.outcomes.predict import KnnSettings, Prediction, QualityPredictor, text_features
 
 __all__ = [
+    "FORMS",
     "Curve",
     "KnnSettings",
     "OperatingPoints",
+    "OutcomeTable",
     "Prediction",
     "QualityPredictor",
     "apgr",
@@ -26,6 +30,7 @@ __all__ = [
     "frontier",
     "operating_points",
     "pgr",
+    "read_outcome_file",
     "text_features",
     "threshold_curve",
 ]
