@@ -166,14 +166,9 @@ def make_parser() -> argparse.ArgumentParser:
     from semroute.cli.quality_verbs import register as register_quality
 
     register_quality(sub)
-    # --- outcomes group: temporary, until cli/outcome_verbs.py creates the group and calls
-    # register_store_verbs itself (the lead merges the two; drop this block then) ---
-    from semroute.cli.outcome_store_verbs import register_store_verbs
+    from semroute.cli.outcome_verbs import register as register_outcomes
 
-    outcomes = sub.add_parser("outcomes", help="outcome records: import labelled files, stats")
-    register_store_verbs(outcomes.add_subparsers(dest="outcomes_verb", required=True,
-                                                 metavar="VERB"))
-    # --- end of the outcomes group ---
+    register_outcomes(sub)
     return parser
 
 
