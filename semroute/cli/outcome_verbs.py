@@ -67,6 +67,12 @@ def summary(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def question_groups(form: str, texts: list[str]) -> list[str] | None:
+    """Fold groups: an MT-Bench question's turn-2 row holds its turn 1, so both rows of a
+    question share a fold (keyed by the first turn); other forms have independent rows."""
+    return [t.split("\n\n", 1)[0] for t in texts] if form == "mt_bench" else None
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from semroute.encoders import SentenceTransformerEncoder
     from semroute.errors import DataError
@@ -82,7 +88,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         name = load_routes(args.routes).settings.encoder
     encoder = SentenceTransformerEncoder(name)
-    groups = getattr(table, "groups", None)
+    groups = question_groups(table.form, table.texts)
     report = evaluate_outcomes(table, encoder, folds=args.folds, seed=args.seed, groups=groups)
     payload = report.to_dict()
     if args.json:

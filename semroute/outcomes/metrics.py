@@ -124,14 +124,16 @@ def choose(predicted: NDArray[np.float64], cost: NDArray[np.float64],
 
 def frontier(predicted: NDArray[np.float64], actual: NDArray[np.float64],
              cost: NDArray[np.float64], *, points: int = 200) -> Curve:
-    """The learned router's curve over the cost weight (0 = best predicted quality at any
-    cost, large = cheapest), realised with the actual scores and costs; Pareto points only.
+    """The learned router's curve over the cost weight (large = cheapest, 0 = best predicted
+    quality, negative = the dearer model unless predicted much worse, up to always the
+    dearest), realised with the actual scores and costs; Pareto points only.
 
     `predicted`, `actual`, `cost` are [n, m]; a missing actual score (NaN) counts as 0."""
     act = np.nan_to_num(np.asarray(actual, np.float64), nan=0.0)
     c = np.asarray(cost, np.float64)
     scale = float(np.nanmean(np.abs(c))) or 1.0
-    weights = np.concatenate([[0.0], np.logspace(-4, 4, points - 1) / scale])
+    half = np.logspace(-4, 4, max(points // 2, 2)) / scale
+    weights = np.concatenate([-half[::-1], [0.0], half])
     rows = np.arange(act.shape[0])
     qs, cs = [], []
     for w in weights:

@@ -128,8 +128,8 @@ def out_of_fold(vectors: NDArray[np.float32], scores: NDArray[np.float64],
     pred = np.zeros(scores.shape, dtype=np.float64)
     for f in np.unique(folds):
         test, train = np.flatnonzero(folds == f), np.flatnonzero(folds != f)
-        tr_texts = None if texts is None else [texts[i] for i in train]
-        te_texts = None if texts is None else [texts[i] for i in test]
+        tr_texts = None if texts is None else [texts[int(i)] for i in train]
+        te_texts = None if texts is None else [texts[int(i)] for i in test]
         model = QualityPredictor(vectors[train], scores[train], texts=tr_texts,
                                  settings=settings)
         pred[test] = model.predict(vectors[test], te_texts).quality
