@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from semroute.config.cascade import CascadeSpec, ConfidenceGate, GateSpec, JudgeGate
+from semroute.config.ladder import LadderSpec
 from semroute.config.loading import load_routes, route_files
 from semroute.config.modelspec import (
     STRUCTURED_MODES,
@@ -49,6 +50,7 @@ __all__ = [
     "ConfidenceGate",
     "GateSpec",
     "JudgeGate",
+    "LadderSpec",
     "ModelEntry",
     "ModelSpec",
     "OutcomesSettings",

@@ -2,7 +2,8 @@
 files (`formats.py`), the records (`records.py`), the SQLite store of records and query
 vectors (`store.py`, its writes in `writing.py`), importing a file into it in one
 transaction (`importing.py`), predicting each model's quality on a query from its nearest
-outcomes (`predict.py`) and measuring cost against quality (`metrics.py`)."""
+outcomes (`predict.py`), the runtime tiers built on it (`tiers.py`) and measuring cost
+against quality (`metrics.py`)."""
 
 from __future__ import annotations
 
@@ -21,13 +22,28 @@ from semroute.outcomes.metrics import (
 from semroute.outcomes.predict import KnnSettings, Prediction, QualityPredictor, text_features
 from semroute.outcomes.records import SOURCES, OutcomeRecord, encoder_key, text_hash
 from semroute.outcomes.store import SCHEMA_VERSION, OutcomeMatrix, OutcomeStore, store_path
+from semroute.outcomes.tiers import (
+    TIERS_FILE,
+    FittedTarget,
+    FittedTargets,
+    TierModel,
+    TierPredictor,
+    load_fitted,
+    load_tiers,
+    predictor_inputs,
+    save_fitted,
+    tiers_path,
+)
 from semroute.outcomes.writing import Writer
 
 __all__ = [
     "FORMS",
     "SCHEMA_VERSION",
     "SOURCES",
+    "TIERS_FILE",
     "Curve",
+    "FittedTarget",
+    "FittedTargets",
     "ImportSummary",
     "KnnSettings",
     "OperatingPoints",
@@ -37,17 +53,24 @@ __all__ = [
     "OutcomeTable",
     "Prediction",
     "QualityPredictor",
+    "TierModel",
+    "TierPredictor",
     "Writer",
     "apgr",
     "cpt",
     "encoder_key",
     "frontier",
     "import_file",
+    "load_fitted",
+    "load_tiers",
     "operating_points",
     "pgr",
+    "predictor_inputs",
     "read_outcome_file",
+    "save_fitted",
     "store_path",
     "text_features",
     "text_hash",
     "threshold_curve",
+    "tiers_path",
 ]
