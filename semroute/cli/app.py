@@ -48,6 +48,18 @@ def format_decision(d: dict[str, object]) -> str:
     if isinstance(clf, dict):
         lines.append(f"classif {clf['model']}: {clf['answer']!r} in {_fmt_ms(clf['latency_ms'])}"
                      + (f" (error: {clf['error']})" if clf.get("error") else ""))
+    tier = d.get("tier")
+    if isinstance(tier, dict):
+        lines.append(f"tier    {tier['chosen']}  (ladder {' < '.join(tier['ladder'])}; target "
+                     f"{tier['target']:g} from {tier['target_source']})")
+        lines.append(f"        {tier['reason']}")
+        for k in tier["ladder"]:
+            if k in tier["quality"]:
+                lines.append(f"        {k}: predicted {tier['quality'][k]:.3f}, support "
+                             f"{tier['support'][k]:g}")
+        if tier["neighbours"]:
+            lines.append("        nearest outcomes: " + ", ".join(
+                f"{n['text_hash'][:12]} {n['similarity']:.2f}" for n in tier["neighbours"][:3]))
     cands = d["candidates"]
     assert isinstance(cands, list)
     if cands:

@@ -34,6 +34,7 @@ def register(sub: Any) -> None:
     if importlib.util.find_spec("semroute.cli.outcome_store_verbs") is not None:
         store_verbs = importlib.import_module("semroute.cli.outcome_store_verbs")
         store_verbs.register_store_verbs(verbs)
+    importlib.import_module("semroute.cli.tier_verbs").register_tier_verbs(verbs)  # fit
 
 
 def _pct(v: float | None) -> str:

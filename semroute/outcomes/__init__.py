@@ -23,6 +23,7 @@ from semroute.outcomes.predict import KnnSettings, Prediction, QualityPredictor,
 from semroute.outcomes.records import SOURCES, OutcomeRecord, encoder_key, text_hash
 from semroute.outcomes.store import SCHEMA_VERSION, OutcomeMatrix, OutcomeStore, store_path
 from semroute.outcomes.tiers import (
+    ALL_ROUTES,
     TIERS_FILE,
     FittedTarget,
     FittedTargets,
@@ -37,6 +38,7 @@ from semroute.outcomes.tiers import (
 from semroute.outcomes.writing import Writer
 
 __all__ = [
+    "ALL_ROUTES",
     "FORMS",
     "SCHEMA_VERSION",
     "SOURCES",
