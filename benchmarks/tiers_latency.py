@@ -50,12 +50,19 @@ MMLU_LADDER = {"models": ["mixtral_8x7b", "gpt4_1106"], "target": 0.8, "min_supp
 
 
 def route_set(name: str, ladder: dict[str, Any]) -> Path:
-    """A copy of the example routes (profile local) with `router.ladder`; the MMLU ladder's
-    models are added to the catalogue under the CSV's model names."""
+    """A copy of the example routes (profile local) with `router.ladder` on every route
+    (parallel and cascade removed, a default route set); the MMLU ladder's models are added
+    to the catalogue under the CSV's model names."""
     dst = WORK / name
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(REPO / "routes", dst)
+    for f in dst.glob("*.yaml"):  # every route on the ladder: no parallel or cascade routes
+        if f.name != "models.yaml":
+            spec = yaml.safe_load(f.read_text())
+            spec.pop("parallel", None)
+            spec.pop("cascade", None)
+            f.write_text(yaml.safe_dump(spec, sort_keys=False))
     cat_path = dst / "models.yaml"
     cat = yaml.safe_load(cat_path.read_text())
     cat["profile"] = "local"
@@ -63,6 +70,7 @@ def route_set(name: str, ladder: dict[str, Any]) -> Path:
         for key in ladder["models"]:
             profile.setdefault(key, dict(profile["fast"]))
     cat.setdefault("router", {})["ladder"] = ladder
+    cat["router"]["default_route"] = "simple_qa"  # every query gets a route, so a ladder
     cat_path.write_text(yaml.safe_dump(cat, sort_keys=False))
     return dst
 
@@ -119,6 +127,7 @@ def measure(router: Router, queries: list[str], repeat: int) -> dict[str, Any]:
         "extra_p50_ms": pct(ladder, 50) - pct(base, 50),
         "extra_p99_ms": pct(ladder, 99) - pct(base, 99),
         "tiers_stage_p50_ms": pct(stage, 50), "tiers_stage_p99_ms": pct(stage, 99),
+        "laddered_share": statistics.mean(0.0 if c is None else 1.0 for c in chosen),
         "learned_share": statistics.mean(1.0 if c is not None and c.learned else 0.0
                                          for c in chosen),
         "samples": len(base),

@@ -146,7 +146,8 @@ class TierPredictor:
         g, prior = self.knn.global_mean, self.knn.settings.prior
         w = p.support + prior
         shrink = np.where(w > 0, g * prior / np.where(w > 0, w, 1.0), g)
-        return replace(p, quality=p.quality + self.base(features) - shrink)
+        return Prediction(p.quality + self.base(features) - shrink, p.support, p.ids,
+                          p.similarity, p.models)
 
 
 @dataclass(frozen=True)
