@@ -14,6 +14,7 @@ outcome records predict to clear the target.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -118,6 +119,19 @@ def test_the_cheap_model_serves_queries_its_neighbours_show_it_handles(
     assert "feature line + kNN" in router.tiers.status
 
 
+def test_rule_and_async_decisions_get_their_tier_too(tmp_path: Path, index: Path,
+                                                     store_file: Path) -> None:
+    routes = tiered_set(tmp_path / "r", store_file)
+    code = routes / "code.yaml"
+    spec = yaml.safe_load(code.read_text())
+    code.write_text(yaml.safe_dump({**spec, "rules": [{"name": "py", "any": ["python"]}]}))
+    router = Router.load(routes, index, classifier=False)
+    ruled = router.route(CODE_QUERY)
+    assert ruled.method == "rule" and ruled.tier is not None and ruled.tier.chosen == "cheap"
+    later = asyncio.run(router.aroute(MATH_QUERY))
+    assert later.tier is not None and later.tier.chosen == "strong"
+
+
 def test_a_ladder_no_model_clears_serves_its_strongest(tmp_path: Path, index: Path,
                                                        store_file: Path) -> None:
     strict = {**LADDER, "models": ["cheap", "strong"], "target": 1.0}
@@ -199,6 +213,8 @@ def test_semroute_route_shows_the_tier(tmp_path: Path, index: Path, store_file: 
     out = capsys.readouterr().out
     assert "tier    cheap  (ladder cheap < strong; target 0.8 from router.ladder)" in out
     assert "cheap: predicted" in out and "nearest outcomes:" in out
+    assert main(["routes", "--routes", str(routes)]) == 0
+    assert "(ladder: cheap < strong; target 0.8, router.ladder)" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- recording gate outcomes

@@ -136,6 +136,10 @@ def cmd_routes(args: argparse.Namespace) -> int:
             steps = " -> ".join("|".join(step) for step in r.cascade.steps)
             chain += (f"  (cascade: {steps}; gates "
                       f"{', '.join(g.kind for g in r.cascade.gates)})")
+        ladder = rs.ladder_of(r)
+        if ladder is not None:
+            chain += (f"  (ladder: {' < '.join(ladder.models)}; target {ladder.target:g}"
+                      f"{'' if r.ladder is not None else ', router.ladder'})")
         print(f"{r.name:<{width}}  {len(r.utterances):>4}  {chain}  {r.file.name}")
     s = rs.settings
     print(f"\n{len(rs.routes)} routes, {sum(len(r.utterances) for r in rs.routes)} utterances; "
