@@ -10,6 +10,8 @@ TITLES = {"mmlu": "MMLU", "gsm8k": "GSM8K", "mt_bench": "MT-Bench"}
 def _ms(s: dict[str, Any] | None, pct: bool = False) -> str:
     if not s or s.get("mean") is None:
         return "–"
+    if s.get("n") == 1:
+        return f"{100 * s['mean']:.1f}%" if pct else f"{s['mean']:.3f} (1 seed)"
     if pct:
         return f"{100 * s['mean']:.1f}% ± {100 * s['sd']:.1f}"
     return f"{s['mean']:.3f} ± {s['sd']:.3f}"

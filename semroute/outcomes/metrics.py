@@ -123,12 +123,15 @@ def choose(predicted: NDArray[np.float64], cost: NDArray[np.float64],
 
 
 def frontier(predicted: NDArray[np.float64], actual: NDArray[np.float64],
-             cost: NDArray[np.float64], *, points: int = 200) -> Curve:
+             cost: NDArray[np.float64], *, points: int = 200,
+             expected_cost: NDArray[np.float64] | None = None) -> Curve:
     """The learned router's curve over the cost weight (large = cheapest, 0 = best predicted
     quality, negative = the dearer model unless predicted much worse, up to always the
     dearest), realised with the actual scores and costs; Pareto points only.
 
-    `predicted`, `actual`, `cost` are [n, m]; a missing actual score (NaN) counts as 0."""
+    `predicted`, `actual`, `cost` are [n, m]; a missing actual score (NaN) counts as 0. The
+    choice weighs `expected_cost` (what is known before the call, e.g. predicted) when given,
+    the realised `cost` otherwise; the curve's cost is always the realised one."""
     act = np.nan_to_num(np.asarray(actual, np.float64), nan=0.0)
     c = np.asarray(cost, np.float64)
     scale = float(np.nanmean(np.abs(c))) or 1.0
@@ -137,7 +140,7 @@ def frontier(predicted: NDArray[np.float64], actual: NDArray[np.float64],
     rows = np.arange(act.shape[0])
     qs, cs = [], []
     for w in weights:
-        pick = choose(predicted, c, float(w))
+        pick = choose(predicted, c if expected_cost is None else expected_cost, float(w))
         qs.append(float(act[rows, pick].mean()))
         cs.append(float(c[rows, pick].mean()))
     return pareto(np.array(cs), np.array(qs))

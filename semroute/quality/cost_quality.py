@@ -172,15 +172,20 @@ def evaluate_outcomes(table: OutcomeData, encoder: Encoder | None = None, *, fol
             raise ValueError("pass an encoder or the texts' vectors")
         vectors = encoder.encode(list(table.texts))
     fid = fold_ids(n, folds, seed, groups)
-    pred = out_of_fold(vectors, scores, list(table.texts), fid, settings)
+    cost, unit = cost_matrix(scores, table.costs)
+    # dollar costs depend on the answer's length: the router decides on costs predicted the
+    # same way as quality (out of fold), and pays the realised ones
+    targets = np.hstack([scores, cost]) if unit == "usd" else scores
+    pred = out_of_fold(vectors, targets, list(table.texts), fid, settings)
+    expected = np.clip(pred[:, m:], 0.0, None) if unit == "usd" else cost
+    pred = pred[:, :m]
     full = ~np.isnan(scores).any(axis=1)
     if not full.any():
         raise DataError(f"{table.source}: no row has a score for every model")
     act, p = scores[full], pred[full]
-    cost, unit = cost_matrix(scores, table.costs)
-    cost = cost[full]
+    cost, expected = cost[full], expected[full]
     models = tuple(table.models)
-    curve = frontier(p, act, cost)
+    curve = frontier(p, act, cost, expected_cost=expected)
     ops = operating_points(curve, act, cost)
     utility = act - 1e-9 * cost
     pick = np.argmax(utility, axis=1)
