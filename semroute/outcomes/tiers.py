@@ -145,9 +145,10 @@ class TierPredictor:
             raise ValueError("this predictor has a feature line: pass the queries' features")
         g, prior = self.knn.global_mean, self.knn.settings.prior
         w = p.support + prior
-        shrink = np.where(w > 0, g * prior / np.where(w > 0, w, 1.0), g)
-        return Prediction(p.quality + self.base(features) - shrink, p.support, p.ids,
-                          p.similarity, p.models)
+        quality = p.quality + self.base(features)
+        if prior > 0 or not (w > 0).all():  # else the correction is 0: the common case
+            quality -= np.where(w > 0, g * prior / np.where(w > 0, w, 1.0), g)
+        return Prediction(quality, p.support, p.ids, p.similarity, p.models)
 
 
 @dataclass(frozen=True)

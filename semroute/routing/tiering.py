@@ -48,10 +48,9 @@ def choose_tier(routes: RouteSet, route: Route, ladder: LadderSpec, tiers: TierM
     vectors, _ = cache.encode([query])
     prediction = tiers.predict(vectors[0], query)
     cols = [tiers.models.index(k) for k in models]
-    quality = {k: round(float(prediction.quality[0, c]), 6) for k, c in zip(models, cols,
-                                                                          strict=True)}
-    support = {k: round(float(prediction.support[0, c]), 6) for k, c in zip(models, cols,
-                                                                          strict=True)}
+    q_row, s_row = prediction.quality[0, cols].tolist(), prediction.support[0, cols].tolist()
+    quality = {k: round(v, 6) for k, v in zip(models, q_row, strict=True)}
+    support = {k: round(v, 6) for k, v in zip(models, s_row, strict=True)}
     near = tuple(TierNeighbour(h, s) for h, s in tiers.neighbours(prediction))
     trusted = [k for k in models if support[k] >= ladder.min_support]
     if not trusted:
