@@ -206,6 +206,19 @@ def test_a_failing_cheap_model_fails_over_along_the_route_chain(
     assert r.model_key == "strong" and r.attempts[0].model_key == "cheap"
 
 
+def test_budgets_may_still_downgrade_the_tier(tmp_path: Path, index: Path, store_file: Path,
+                                             fault_server: MakeFaultServer) -> None:
+    cheap, strong = fault_server([200], reply_text="cheap says"), \
+        fault_server([200], reply_text="strong says")
+    routes = tiered_set(tmp_path / "r", store_file, models=models(cheap.base_url,
+                                                                  strong.base_url))
+    r = Dispatcher(Router.load(routes, index, classifier=False)).dispatch(
+        MATH_QUERY, max_cost_usd=0.001)  # 'strong' is bounded at ~$0.008, 'cheap' fits
+    assert r.decision.tier is not None and r.decision.tier.chosen == "strong"
+    assert r.model_key == "cheap" and r.budget is not None
+    assert (r.budget["from_model"], r.budget["to_model"]) == ("strong", "cheap")
+
+
 def test_semroute_route_shows_the_tier(tmp_path: Path, index: Path, store_file: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     routes = tiered_set(tmp_path / "r", store_file)
