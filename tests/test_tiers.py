@@ -32,6 +32,7 @@ from semroute.encoders import Fingerprint
 from semroute.errors import ConfigError
 from semroute.outcomes import (
     KnnSettings,
+    OutcomeRecord,
     OutcomeStore,
     QualityPredictor,
     TierPredictor,
@@ -175,6 +176,23 @@ def test_a_store_without_these_models_leaves_the_tiers_inactive(tmp_path: Path, 
     d = Router.load(routes, index, classifier=False).route(CODE_QUERY)
     assert d.tier is not None and d.tier.learned  # 'strong' has records: only 'other' lacks
     assert d.tier.support["other"] == 0.0 and d.tier.chosen == "strong"
+
+
+def test_records_added_without_features_keep_the_feature_line(tmp_path: Path, index: Path,
+                                                              store_file: Path) -> None:
+    store = tmp_path / "outcomes.db"
+    store.write_bytes(store_file.read_bytes())
+    routes = tiered_set(tmp_path / "r", store)
+    router = Router.load(routes, index, classifier=False)
+    query = "write a kotlin function to rotate an image"
+    vec = router.matcher.cache.encode([query])[0][0]
+    with OutcomeStore(store) as s:  # e.g. user feedback, stored without features
+        s.add(OutcomeRecord(text_hash=text_hash(query), model="cheap", score=1.0,
+                            source="feedback"), vector=vec,
+              fingerprint=Fingerprint.of(router.matcher.encoder))
+    tiers = Router.load(routes, index, classifier=False).tiers
+    assert tiers is not None and len(tiers.text_hashes) == 313
+    assert "feature line + kNN, 1 texts without stored features given the mean" in tiers.status
 
 
 def test_dispatch_serves_the_chosen_model_first_and_traces_the_tier(

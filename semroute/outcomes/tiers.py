@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from semroute.config import RouteSet
 
 TIERS_FILE = "tiers.json"
+MAX_MISSING_FEATURES = 0.5  # above this share of rows without features: no feature line
 ALL_ROUTES = "*"
 
 
@@ -124,12 +125,18 @@ class TierPredictor:
     def build(cls, vectors: NDArray[np.float32], scores: NDArray[np.float64],
               features: NDArray[np.float64] | None, models: Sequence[str],
               settings: KnnSettings | None = None) -> TierPredictor:
-        """The feature line when `settings.features` and every row has features, else a
-        plain kNN."""
+        """The feature line when `settings.features` and at least half the rows have
+        features (rows without, e.g. records added without them, get the mean features),
+        else a plain kNN."""
         s = settings or KnnSettings()
         plain = replace(s, features=False)
-        if not s.features or features is None or np.isnan(features).any():
+        missing = np.asarray(np.isnan(features).any(axis=1), dtype=bool) \
+            if features is not None else None
+        if not s.features or features is None or missing is None or \
+                missing.mean() > MAX_MISSING_FEATURES:
             return cls(QualityPredictor(vectors, scores, models, settings=plain), None)
+        if missing.any():
+            features = np.where(missing[:, None], features[~missing].mean(axis=0), features)
         base = LinearBase.fit(features, scores, s.ridge)
         return cls(QualityPredictor(vectors, scores - base(features), models, settings=plain),
                    base)
@@ -222,9 +229,11 @@ def load_tiers(routes: RouteSet, fingerprint: Fingerprint, *,
                         f"{fingerprint.describe()}", t0, fitted)
     predictor = TierPredictor.build(np.array(vectors, dtype=np.float32), scores, feats, models,
                                     settings)
-    line = "feature line + kNN" if predictor.base is not None else \
-        "plain kNN (some texts have no stored features: import them again)" \
-        if (settings or KnnSettings()).features else "plain kNN"
+    lacking = int(np.isnan(feats).any(axis=1).sum())
+    line = ("feature line + kNN" + (f", {lacking} texts without stored features given the "
+                                    f"mean" if lacking else "")) if predictor.base is not None \
+        else f"plain kNN ({lacking} of {len(hashes)} texts have no stored features: import " \
+        f"them again)" if (settings or KnnSettings()).features else "plain kNN"
     return TierModel(predictor, models, tuple(hashes),
                      f"{len(hashes)} outcome texts from {file}, {line}", fitted, file,
                      (time.perf_counter() - t0) * 1e3)
