@@ -174,6 +174,13 @@ class StickinessSettings(_Strict):
         return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
 
 
+class OutcomesSettings(_Strict):
+    """`router.outcomes`: where the outcomes store lives (a relative path is taken relative
+    to the routes folder, so the store goes with its route set)."""
+
+    path: str = Field(default="outcomes.db", min_length=1)
+
+
 class RouterSettings(_Strict):
     """Router-wide settings; those that shape the index are recorded in its manifest."""
 
@@ -197,6 +204,7 @@ class RouterSettings(_Strict):
     tiers: list[str] | None = Field(default=None, min_length=1, description="tier names, "
                                     "weakest first; each route's tier is its metadata.tier")
     stickiness: StickinessSettings = Field(default_factory=StickinessSettings)
+    outcomes: OutcomesSettings = Field(default_factory=OutcomesSettings)
 
     @field_validator("tiers")
     @classmethod

@@ -116,29 +116,29 @@ def read_outcome_file(path: str | Path) -> OutcomeTable:
 
 def detect_form(header: list[str], problems: Problems) -> str:
     """The form a header belongs to; an unknown header is a problem listing the forms."""
-    cols = set(header)
+    cols, form = set(header), ""
     if not header:
         problems.add(1, None, f"empty file: expected a CSV header of one of the forms ({ACCEPTED})")
     elif "question_turns" in cols:
+        form = "mt_bench"
         require(header, ("question_id", "turn", "model", "score"), problems)
-        return "mt_bench"
     elif "question" in cols and suffixed(header, "_score"):
-        return "routerarena"
+        form = "routerarena"
     elif "prompt" in cols:
+        form = "routellm"
         if not suffixed(header, "_correct"):
             problems.add(1, None, "column '<model>_correct' is missing: a routellm file needs "
                          "one per model (e.g. gpt4_1106_correct)")
-        return "routellm"
     elif "text" in cols and "model" in cols:
+        form = "long"
         require(header, ("score",), problems)
-        return "long"
     elif "text" in cols and suffixed(header, "_score"):
-        return "wide"
+        form = "wide"
     else:
         problems.add(1, None, f"unknown header ({', '.join(header)[:200]}): expected one of "
                      f"the forms {ACCEPTED}")
     problems.check()
-    raise AssertionError("unreachable")  # pragma: no cover
+    return form
 
 
 def require(header: list[str], columns: tuple[str, ...], problems: Problems) -> None:
