@@ -83,7 +83,13 @@ def render_markdown(results: dict[str, Any]) -> str:
     parts += ["", "APGR and CPT follow RouteLLM's `evaluate.py` (11 quantile thresholds, "
               "trapezoid area, linear interpolation); *exact curve* uses every threshold. "
               "CPT(x) is the share of strong-model calls needed to recover x of the quality gap. "
-              "Published figures are the paper's (arXiv 2406.18665), not reproduced here.", ""]
+              "Published figures are the paper's (arXiv 2406.18665), not reproduced here. "
+              "MT-Bench here has one row per question and turn (160; a turn-2 row's text holds "
+              "both turns, both rows of a question share a fold; judge scores / 10), while "
+              "RouteLLM routes each of its 80 questions once on the first turn: not the same "
+              "protocol, and 32 test rows per fold make it noisy. *nested CV*: each outer "
+              "fold's settings (k in 25/50/100, features on/off) picked by 4-fold CV on its "
+              "training rows.", ""]
     for name, d in results["sets"].items():
         mq = d["model_quality"]
         parts.append(f"- {TITLES.get(name, name)}: {d['weak']} {mq[d['weak']]:.3f}, "
