@@ -207,7 +207,14 @@ def markdown(res: dict[str, Any]) -> str:
             f"{r['load_ms']:.0f} |")
     lines += ["", "Search: exact (flat) up to 20k outcome texts, IVF above "
               "(`outcomes/predict.py`). The aim (issue 10): at most 0.3 ms extra p50 at 100k "
-              "records.", ""]
+              "records.", "",
+              "Reading: the `tiers` stage is the FAISS search (memory-bound when exact: 5k-20k "
+              "texts x 384 floats do not fit in cache, hence 10k and MMLU cost most), the "
+              "predictor's neighbour arithmetic (~0.1 ms of numpy on one query), the feature "
+              "line and the choice (~0.05 ms), and copying the frozen Decision. Loading a 100k "
+              "store is mostly IVF training (k-means over ~4 sqrt(n) lists) in "
+              "`QualityPredictor`; fewer lists (~sqrt(n)) and a lower flat limit (~2-4k texts) "
+              "would cut both the load and the 5k-20k search time.", ""]
     return "\n".join(lines)
 
 
