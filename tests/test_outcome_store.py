@@ -86,7 +86,7 @@ def test_a_store_of_another_schema_version_is_refused(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "o.db") as c:
         c.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(OutcomeStoreError, match=r"o\.db: outcomes store schema version 99, "
-                                                r"but this semroute reads version 1"):
+                                                r"but this semroute reads version 2"):
         OutcomeStore(tmp_path / "o.db")
 
 

@@ -48,6 +48,18 @@ def format_decision(d: dict[str, object]) -> str:
     if isinstance(clf, dict):
         lines.append(f"classif {clf['model']}: {clf['answer']!r} in {_fmt_ms(clf['latency_ms'])}"
                      + (f" (error: {clf['error']})" if clf.get("error") else ""))
+    tier = d.get("tier")
+    if isinstance(tier, dict):
+        lines.append(f"tier    {tier['chosen']}  (ladder {' < '.join(tier['ladder'])}; target "
+                     f"{tier['target']:g} from {tier['target_source']})")
+        lines.append(f"        {tier['reason']}")
+        for k in tier["ladder"]:
+            if k in tier["quality"]:
+                lines.append(f"        {k}: predicted {tier['quality'][k]:.3f}, support "
+                             f"{tier['support'][k]:g}")
+        if tier["neighbours"]:
+            lines.append("        nearest outcomes: " + ", ".join(
+                f"{n['text_hash'][:12]} {n['similarity']:.2f}" for n in tier["neighbours"][:3]))
     cands = d["candidates"]
     assert isinstance(cands, list)
     if cands:
@@ -124,6 +136,10 @@ def cmd_routes(args: argparse.Namespace) -> int:
             steps = " -> ".join("|".join(step) for step in r.cascade.steps)
             chain += (f"  (cascade: {steps}; gates "
                       f"{', '.join(g.kind for g in r.cascade.gates)})")
+        ladder = rs.ladder_of(r)
+        if ladder is not None:
+            chain += (f"  (ladder: {' < '.join(ladder.models)}; target {ladder.target:g}"
+                      f"{'' if r.ladder is not None else ', router.ladder'})")
         print(f"{r.name:<{width}}  {len(r.utterances):>4}  {chain}  {r.file.name}")
     s = rs.settings
     print(f"\n{len(rs.routes)} routes, {sum(len(r.utterances) for r in rs.routes)} utterances; "
@@ -166,14 +182,9 @@ def make_parser() -> argparse.ArgumentParser:
     from semroute.cli.quality_verbs import register as register_quality
 
     register_quality(sub)
-    # --- outcomes group: temporary, until cli/outcome_verbs.py creates the group and calls
-    # register_store_verbs itself (the lead merges the two; drop this block then) ---
-    from semroute.cli.outcome_store_verbs import register_store_verbs
+    from semroute.cli.outcome_verbs import register as register_outcomes
 
-    outcomes = sub.add_parser("outcomes", help="outcome records: import labelled files, stats")
-    register_store_verbs(outcomes.add_subparsers(dest="outcomes_verb", required=True,
-                                                 metavar="VERB"))
-    # --- end of the outcomes group ---
+    register_outcomes(sub)
 
     from semroute.cli.serve_verbs import register as register_serve
 

@@ -11,6 +11,7 @@ from semroute.config.gateway import (
     TracingSettings,
     hash_client_key,
 )
+from semroute.config.ladder import LadderSpec
 from semroute.config.loading import load_gateway_config, load_routes, route_files
 from semroute.config.modelspec import (
     STRUCTURED_MODES,
@@ -60,6 +61,7 @@ __all__ = [
     "GateSpec",
     "GatewaySettings",
     "JudgeGate",
+    "LadderSpec",
     "ModelEntry",
     "ModelSpec",
     "OutcomesSettings",

@@ -126,6 +126,7 @@ def _load_route_file(path: Path, problems: list[str], invalid: set[str]) -> Rout
         rules=tuple(spec.rules),
         parallel=spec.parallel,
         cascade=spec.cascade,
+        ladder=spec.ladder,
     )
 
 
@@ -159,6 +160,8 @@ def _cross_checks(routes: list[Route], cat: CatalogueFile, cat_path: Path,
                 keyed.append(("parallel.judge_model", r.parallel.judge_model))
         if r.cascade is not None:
             keyed += r.cascade.model_keys()
+        if r.ladder is not None:
+            keyed += r.ladder.model_keys()
         for profile_name, models in cat.profiles.items():
             for field_name, key in keyed:
                 if key not in models:
@@ -211,6 +214,8 @@ def _step_and_budget_checks(cat: CatalogueFile, cat_path: Path, names: set[str])
     keyed = [(f"steps.{step}", key) for step, models in cat.steps.items()
              for key in ([models] if isinstance(models, str) else models)]
     caps = cat.router.budgets.caps
+    if cat.router.ladder is not None:
+        keyed += cat.router.ladder.model_keys("router.ladder")
     keyed += [(f"router.budgets.caps[{i + 1}].downgrade_to", c.downgrade_to)
               for i, c in enumerate(caps) if c.downgrade_to is not None]
     for profile_name, models in cat.profiles.items():

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from semroute.config.cascade import CascadeSpec
+from semroute.config.ladder import LadderSpec
 from semroute.config.rules import RuleSpec
 from semroute.config.schema import ModelEntry, ParallelSpec, RouterSettings
 
@@ -32,6 +33,7 @@ class Route:
     rules: tuple[RuleSpec, ...] = ()
     parallel: ParallelSpec | None = None
     cascade: CascadeSpec | None = None
+    ladder: LadderSpec | None = None
 
     def content_hash(self) -> str:
         """Hash of what the index depends on: the name and the (normalised) utterances (not
@@ -79,6 +81,23 @@ class RouteSet:
         return Route(name=f"{MODEL_PREFIX}{key}", description=f"the caller named model '{key}'",
                      models=(key,), utterances=(), threshold=None, system_prompt=None,
                      metadata={}, file=self.directory / "models.yaml")
+
+    def ladder_of(self, route: Route) -> LadderSpec | None:
+        """The ladder that serves `route`: its own, else `router.ladder` for a plain route
+        (parallel, cascade, agent-step and caller-named-model routes have their own way of
+        choosing models)."""
+        if route.ladder is not None:
+            return route.ladder
+        if route.parallel is None and route.cascade is None and \
+                not route.name.startswith((STEP_PREFIX, MODEL_PREFIX)):
+            return self.settings.ladder
+        return None
+
+    @property
+    def ladders(self) -> list[LadderSpec]:
+        """Every ladder some route uses (the router's default included when it applies)."""
+        found = [x for r in self.routes if (x := self.ladder_of(r)) is not None]
+        return list({id(x): x for x in found}.values())
 
     @cached_property
     def _by_name(self) -> dict[str, Route]:

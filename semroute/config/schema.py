@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from semroute.config.cascade import CascadeSpec
+from semroute.config.ladder import LadderSpec
 from semroute.config.modelspec import STRUCTURED_MODES, STRUCTURED_WHY, ModelSpec, StructuredMode
 from semroute.config.rules import RuleSpec
 from semroute.config.text import normalise_text
@@ -84,6 +85,18 @@ class RouteFile(_Strict):
     rules: list[RuleSpec] = Field(default_factory=list)
     parallel: ParallelSpec | None = None
     cascade: CascadeSpec | None = None
+    ladder: LadderSpec | None = None
+
+    @field_validator("ladder")
+    @classmethod
+    def _ladder_alone(cls, v: LadderSpec | None, info: ValidationInfo) -> LadderSpec | None:
+        other = "parallel" if info.data.get("parallel") is not None else \
+            "cascade" if info.data.get("cascade") is not None else None
+        if v is not None and other is not None:
+            raise ValueError(f"a ladder picks one model per query; `{other}` asks several: "
+                             f"remove `ladder` or `{other}` (a cascade's gate verdicts can "
+                             f"feed the outcomes store a ladder learns from)")
+        return v
 
     @field_validator("cascade")
     @classmethod
@@ -240,6 +253,8 @@ class OutcomesSettings(_Strict):
     to the routes folder, so the store goes with its route set)."""
 
     path: str = Field(default="outcomes.db", min_length=1)
+    record: bool = Field(default=False, description="write cascade gate verdicts to the store "
+                         "(in the background) as outcomes of the models that answered")
 
 
 class RouterSettings(_Strict):
@@ -270,6 +285,8 @@ class RouterSettings(_Strict):
     stickiness: StickinessSettings = Field(default_factory=StickinessSettings)
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)
     outcomes: OutcomesSettings = Field(default_factory=OutcomesSettings)
+    ladder: LadderSpec | None = Field(default=None, description="the ladder of every route "
+                                      "without its own (parallel and cascade routes excepted)")
 
     @field_validator("budgets", mode="before")
     @classmethod

@@ -29,6 +29,7 @@ from semroute.dispatching.chain import Answered, call_chain
 from semroute.dispatching.cooldowns import Cooldowns
 from semroute.dispatching.messages import as_messages, latest_user_turn
 from semroute.dispatching.parallel import Picker, ask_in_parallel, missing_picker
+from semroute.dispatching.recording import OutcomeRecorder
 from semroute.dispatching.response import Response, Settle
 from semroute.dispatching.state import DispatchState
 from semroute.dispatching.sticky import place, record
@@ -40,6 +41,7 @@ from semroute.errors import (
     NoRouteError,
     ProviderError,
 )
+from semroute.outcomes import store_path
 from semroute.policies import Budgets, Grant, Placement
 from semroute.providers import (
     Completion,
@@ -86,6 +88,9 @@ class Dispatcher:
                                                    include_query=include_query, rng=rng,
                                                    store=store, stickiness=stickiness,
                                                    budgets=budgets)
+        self.recorder = self.state.recorder_for(partial(
+            OutcomeRecorder, store_path(router.routes), router.matcher.cache)) \
+            if router.routes.settings.outcomes.record else None
 
     @property
     def trace(self) -> TraceSink | None:
@@ -169,7 +174,7 @@ class Dispatcher:
         placed = step_placement(self.router.routes, decision) \
             if asked.step is not None or asked.model is not None else \
             place(self.state.stickiness, self.router.routes, decision.route, messages,
-                  system, ids)
+                  system, ids, decision.tier.chosen if decision.tier is not None else None)
         route = placed.route
         system_text = "\n\n".join(x for x in (route.system_prompt, system) if x) or None
         call_kwargs = dict(kwargs, system=system_text, max_tokens=max_tokens)
@@ -191,8 +196,11 @@ class Dispatcher:
             host = CascadeHost(self._spec, self.state, self.router.routes.settings,
                                partial(self._write, redact=redact), self.include_query,
                                grant, self._prescore if chat else None)
-            return (yield from serve_cascade(host, request_id, decision, placed, messages, turn,
-                                             call_kwargs, stream, latency))
+            served = yield from serve_cascade(host, request_id, decision, placed, messages, turn,
+                                              call_kwargs, stream, latency)
+            if self.recorder is not None and served.cascade is not None:
+                self.recorder.submit(request_id, decision, served.cascade)
+            return served
         t_model = time.perf_counter()
         try:
             answered = yield from call_chain(route.name, grant.chain, self._spec, messages,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from semroute.config import BudgetSettings, ModelSpec, RouterSettings, StickinessSettings
 from semroute.dispatching.cooldowns import Cooldowns
 from semroute.dispatching.prescore import Prescorer
+from semroute.dispatching.recording import OutcomeRecorder
 from semroute.policies import Budgets, Stickiness
 from semroute.providers import Provider, make_provider
 from semroute.state import MemoryStore, SqliteStore, Store
@@ -30,6 +32,7 @@ class DispatchState:
     stickiness: Stickiness | None = None
     prescorer: Prescorer = field(default_factory=Prescorer)
     budgets: Budgets = field(default_factory=lambda: Budgets(BudgetSettings(), None))
+    recorder: OutcomeRecorder | None = None  # cascade outcomes to the store (router.outcomes)
     _providers: dict[ModelSpec, Provider[Any, Any]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -65,6 +68,13 @@ class DispatchState:
             if p is None:
                 p = self._providers[spec] = make_provider(spec)
             return p
+
+    def recorder_for(self, make: Callable[[], OutcomeRecorder]) -> OutcomeRecorder:
+        """The outcome recorder shared by this state's dispatchers, made once."""
+        with self._lock:
+            if self.recorder is None:
+                self.recorder = make()
+            return self.recorder
 
     def jitter(self) -> float:
         """A factor in [0.5, 1.5) for retry backoff."""

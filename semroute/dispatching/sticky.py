@@ -8,6 +8,7 @@ would go through an `Offload` effect so that `adispatch` keeps the event loop fr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from semroute.config import RouteSet
 from semroute.policies import Placement, Stickiness, conversation_key, user_key
@@ -16,9 +17,12 @@ from semroute.providers import Message
 
 def place(policy: Stickiness | None, routes: RouteSet, decided: str,
           messages: Sequence[Message], system: str | None,
-          ids: tuple[str | None, str | None]) -> Placement:
-    """Which route and model chain serve a turn the router sent to `decided`."""
+          ids: tuple[str | None, str | None], first: str | None = None) -> Placement:
+    """Which route and model chain serve a turn the router sent to `decided`; `first` (the
+    ladder's choice) goes first in the route's chain, the rest stays as failover."""
     route = routes.route(decided)
+    if first is not None and first != route.models[0]:
+        route = replace(route, models=(first, *(k for k in route.models if k != first)))
     if policy is None or not policy.active:
         return Placement(route, route.models, route)
     conversation_id, user = ids

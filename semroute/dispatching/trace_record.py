@@ -3,6 +3,7 @@ and, for streams, how the stream ended. Holds no API key; the query only when as
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +31,8 @@ def trace_record(
     `parallel` is how a parallel route's answer was picked (`ParallelOutcome.to_dict()`);
     `budget` what the budgets did (the response's, else the one given; hashed ids only);
 
-    `cascade` the steps a cascade route climbed (`CascadeOutcome.to_dict()`, no answer text)."""
+    `cascade` the steps a cascade route climbed (`CascadeOutcome.to_dict()`, no answer text);
+    `tier` what the route's ladder chose (`TierChoice`: predictions, neighbours' text hashes)."""
     c = decision.classifier
     record: dict[str, Any] = {
         "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -65,6 +67,7 @@ def trace_record(
         "parallel": response.parallel.to_dict() if response and response.parallel else None,
         "budget": response.budget if response else budget,
         "cascade": response.cascade.to_dict() if response and response.cascade else None,
+        "tier": None if decision.tier is None else asdict(decision.tier),  # hashes, no text
     }
     if sticky is not None:
         record["route"] = sticky["to_route"]

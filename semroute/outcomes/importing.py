@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from semroute.config import normalise_text
 from semroute.encoders import Encoder, Fingerprint, file_sha256
 from semroute.outcomes.formats import read_outcome_file
+from semroute.outcomes.predict import text_features
 from semroute.outcomes.records import OutcomeRecord, text_hash
 
 if TYPE_CHECKING:
@@ -89,6 +90,8 @@ def import_file(store: OutcomeStore, path: str | Path, encoder: Encoder, *,
             tx.add_many(records, first_text if keep_text else None)
         if vectors is not None:
             tx.put_vectors(fp, todo, vectors)
+        tx.put_features(list(first_text), text_features(
+            [normalise_text(t) for t in first_text.values()]))
     if vectors is not None or known is None:
         store.checkpoint()
     return ImportSummary(digest, known[0] if known else name, str(path), table.form,

@@ -22,20 +22,21 @@ import numpy as np
 from semroute.encoders import Fingerprint
 from semroute.errors import OutcomeStoreError
 from semroute.outcomes.records import OutcomeRecord, encoder_key
-from semroute.outcomes.writing import CHUNK, Writer
+from semroute.outcomes.writing import CHUNK, FEATURES, Writer
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from semroute.config import RouteSet
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: texts.features (version 1 files are migrated on open)
 KIND = "semroute-outcomes"
 BUSY_TIMEOUT_S = 30.0
 MMAP_BYTES = 1 << 30  # address space only; pages come from the OS cache
 SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE texts(id INTEGER PRIMARY KEY, hash TEXT NOT NULL UNIQUE, text TEXT);
+CREATE TABLE texts(id INTEGER PRIMARY KEY, hash TEXT NOT NULL UNIQUE, text TEXT,
+    features BLOB);
 CREATE TABLE encoders(id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
     backend TEXT NOT NULL, dim INTEGER NOT NULL, weights_hash TEXT NOT NULL);
 CREATE TABLE vectors(id INTEGER PRIMARY KEY,
@@ -169,11 +170,30 @@ class OutcomeStore:
         if meta.get("kind") != KIND:
             raise OutcomeStoreError(f"{self.path}: an SQLite file, but not a semroute outcomes "
                                     f"store: give another --store path")
+        if meta.get("schema_version") == "1":
+            meta["schema_version"] = self.migrate_v1(conn)
         if meta.get("schema_version") != str(SCHEMA_VERSION):
             raise OutcomeStoreError(
                 f"{self.path}: outcomes store schema version {meta.get('schema_version')}, but "
                 f"this semroute reads version {SCHEMA_VERSION}: open it with the semroute that "
                 f"wrote it, or move it aside and import the outcome files again")
+
+    def migrate_v1(self, conn: sqlite3.Connection) -> str:
+        """Version 1 -> 2: add `texts.features` (the texts already stored keep NULL there, so
+        tiers over them run without the feature line until they are imported again)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'"
+                                   ).fetchone()[0]
+            if version == "1":  # nobody migrated it meanwhile
+                conn.execute("ALTER TABLE texts ADD COLUMN features BLOB")
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                             (str(SCHEMA_VERSION),))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return str(SCHEMA_VERSION)
 
     def close(self) -> None:
         """Close every thread's connection; the store cannot be used afterwards."""
@@ -340,6 +360,18 @@ class OutcomeStore:
         if used.size == len(ids):  # every text has records: no copy of the vectors
             return OutcomeMatrix(mat, scores, costs, list(models), hashes)
         return OutcomeMatrix(mat[used], scores, costs, list(models), [hashes[i] for i in used])
+
+    def features(self, hashes: Sequence[str]) -> NDArray[np.float64]:
+        """The stored text features (`predict.text_features`, float64 [len(hashes), 9]) of
+        these texts, NaN rows where a text has none."""
+        found = {h: f for h, f in self.connection().execute(
+            "SELECT hash, features FROM texts WHERE features IS NOT NULL")}
+        out = np.full((len(hashes), FEATURES), np.nan)
+        for i, h in enumerate(hashes):
+            blob = found.get(h)
+            if blob is not None:
+                out[i] = np.frombuffer(blob, dtype=np.float64)
+        return out
 
     def summary(self) -> dict[str, Any]:
         """Counts for `semroute outcomes stats`: records by model and source, texts, vectors

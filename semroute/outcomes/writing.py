@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 CHUNK = 500  # host parameters per IN (...) query
+FEATURES = 9  # len(predict.FEATURE_NAMES): cheap, non-identifying numbers per text
 
 
 class Writer:
@@ -58,6 +59,18 @@ class Writer:
         self.conn.executemany(
             "INSERT OR IGNORE INTO vectors(encoder_id, text_id, vector) VALUES (?, ?, ?)",
             ((enc, i, arr[k].tobytes()) for k, i in enumerate(ids)))
+
+    def put_features(self, hashes: Sequence[str], features: NDArray[np.float64]) -> None:
+        """Store each text's features (`predict.text_features`, [n, 9]) where it has none:
+        lengths and counts, never the text."""
+        arr = np.ascontiguousarray(features, dtype=np.float64)
+        if arr.shape != (len(hashes), FEATURES):
+            raise ValueError(f"features must have shape ({len(hashes)}, {FEATURES}), got "
+                             f"{arr.shape}")
+        self.ids(hashes)
+        self.conn.executemany(
+            "UPDATE texts SET features = ? WHERE hash = ? AND features IS NULL",
+            ((arr[k].tobytes(), h) for k, h in enumerate(hashes)))
 
     def add_many(self, records: Sequence[OutcomeRecord],
                  texts: Mapping[str, str] | None = None) -> list[int]:

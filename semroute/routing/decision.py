@@ -73,6 +73,36 @@ class TurnWeight:
 
 
 @dataclass(frozen=True)
+class TierNeighbour:
+    """An outcome record's query near this one: its text hash (never its text) and the
+    similarity of the two vectors."""
+
+    text_hash: str
+    similarity: float
+
+
+@dataclass(frozen=True)
+class TierChoice:
+    """What a route's ladder chose (README "Outcome-learned tiers"): the ladder (cheap to
+    strong), the target and where it came from (`route file`, `router.ladder` or the fitted
+    `tiers.json`), each model's predicted quality and support (neighbours with an outcome for
+    it), `min_support`, the model chosen to go first (`chosen`; the static model when the
+    tiers are inactive or support is short), whether a prediction decided (`learned`), why,
+    and the nearest outcome records the predictions came from."""
+
+    ladder: tuple[str, ...]
+    target: float
+    target_source: str
+    min_support: float
+    chosen: str
+    learned: bool
+    reason: str
+    quality: dict[str, float] = field(default_factory=dict)
+    support: dict[str, float] = field(default_factory=dict)
+    neighbours: tuple[TierNeighbour, ...] = ()
+
+
+@dataclass(frozen=True)
 class Decision:
     """Where a query goes and why.
 
@@ -86,6 +116,8 @@ class Decision:
     `step:<name>`, thresholds 0 and a `step` timing: no rule or encoder ran.
     `context` lists the turns that counted when a follow-up was routed in the context of the
     conversation (empty when the latest user turn was routed on its own).
+    `tier` is what the route's ladder chose (None when the route has no ladder); its time is
+    the `tiers` entry of `timings_ms`.
     """
 
     query: str
@@ -103,6 +135,7 @@ class Decision:
     extra: dict[str, Any] = field(default_factory=dict)
     rule: RuleHit | None = None
     context: tuple[TurnWeight, ...] = ()
+    tier: TierChoice | None = None
 
     @classmethod
     def explicit(cls, query: str, model_key: str) -> Decision:

@@ -9,15 +9,18 @@ from functools import partial
 from pathlib import Path
 
 from semroute.config import RouteSet, load_routes
+from semroute.encoders import Fingerprint
 from semroute.errors import CalibrationWarning
 from semroute.index import Calibration, RouteIndex
 from semroute.index.calibration import CalibrationStatus, StalePolicy, calibration_for
+from semroute.outcomes import TierModel, load_tiers
 from semroute.providers import Message, Offload, Plan, run_async, run_sync
 from semroute.routing.classifier import Classifier, to_default
 from semroute.routing.conversation import conversation_turns, match_conversation
 from semroute.routing.decision import Decision
 from semroute.routing.matcher import Matcher, prepare_query, resolve_thresholds
 from semroute.routing.rules import RuleSet
+from semroute.routing.tiering import with_tier
 
 Request = str | Sequence[Message]  # a query, or chat messages routed on their latest user turn
 
@@ -28,7 +31,8 @@ class Router:
     def __init__(self, routes: RouteSet, index: RouteIndex, matcher: Matcher,
                  classifier: Classifier | None = None, *,
                  calibration: Calibration | None = None,
-                 calibration_status: CalibrationStatus = "none") -> None:
+                 calibration_status: CalibrationStatus = "none",
+                 tiers: TierModel | None = None) -> None:
         self.routes = routes
         self.index = index
         self.matcher = matcher
@@ -36,12 +40,14 @@ class Router:
         self.calibration = calibration  # the one whose thresholds are applied, if any
         self.calibration_status: CalibrationStatus = calibration_status
         self.rules = RuleSet.from_routes(routes)  # checked before the index
+        self.tiers = tiers  # outcome-learned ladders (None: no route has a ladder)
 
     @classmethod
     def load(cls, routes: str | Path | RouteSet = "routes",
              index: str | Path = "indexes/default", *, profile: str | None = None,
              verify: bool = True, threads: int = 1, cache_size: int = 4096,
-             classifier: bool = True, stale_calibration: StalePolicy = "ignore") -> Router:
+             classifier: bool = True, stale_calibration: StalePolicy = "ignore",
+             outcomes: str | Path | None = None) -> Router:
         """Read the route files and the index built from them, checking that they agree.
 
         Raises `ConfigError` for a bad route file, `StaleIndexError` when the index was built
@@ -49,7 +55,9 @@ class Router:
         cannot be read. `threads` is the encoder's intra-op thread count. With `classifier`
         (and `router.classifier_model` set) undecided queries go to the cheap-LLM classifier.
         A calibration fitted on an earlier build is ignored (`stale_calibration="apply"` keeps
-        it) with a `CalibrationWarning`; `calibration_status` says which happened.
+        it) with a `CalibrationWarning`; `calibration_status` says which happened. When a route
+        has a ladder, the outcomes store (`outcomes`, default `router.outcomes.path`) is
+        loaded once for the index's encoder (`tiers`; inactive without a store or records).
         """
         route_set = routes if isinstance(routes, RouteSet) else load_routes(routes,
                                                                             profile=profile)
@@ -70,8 +78,10 @@ class Router:
             spec = route_set.models[s.classifier_model].spec(s.classifier_model)
             spec = replace(spec, timeout=min(spec.timeout, s.classifier_timeout))
             clf = Classifier(route_set, spec, max_candidates=s.classifier_candidates)
+        tiers = load_tiers(route_set, Fingerprint.of(encoder), path=outcomes) \
+            if route_set.ladders else None
         return cls(route_set, idx, matcher, clf, calibration=calibration,
-                   calibration_status=status)
+                   calibration_status=status, tiers=tiers)
 
     def route(self, request: Request, *, use_classifier: bool = True,
               metadata: Mapping[str, str] | None = None) -> Decision:
@@ -100,9 +110,9 @@ class Router:
                 found[i] = self.match(r, metadata)
         pairs = [f for f in found if f is not None]
         if not use_classifier:
-            return [d for d, _ in pairs]
-        return [run_sync(self.resolve_plan(d, recent)) if d.method == "undecided" else d
-                for d, recent in pairs]
+            return [self.tiered(d) for d, _ in pairs]
+        return [self.tiered(run_sync(self.resolve_plan(d, recent)))
+                if d.method == "undecided" else self.tiered(d) for d, recent in pairs]
 
     async def aroute(self, request: Request, *, use_classifier: bool = True,
                      metadata: Mapping[str, str] | None = None) -> Decision:
@@ -142,9 +152,19 @@ class Router:
         found: tuple[Decision, list[str]] = yield Offload(partial(self.match, request,
                                                                   metadata))
         decision, recent = found
-        if not use_classifier or decision.method != "undecided":
+        if use_classifier and decision.method == "undecided":
+            decision = yield from self.resolve_plan(decision, recent)
+        if self.tiers is None or decision.route is None:
             return decision
-        return (yield from self.resolve_plan(decision, recent))
+        tiered: Decision = yield Offload(partial(self.tiered, decision))
+        return tiered
+
+    def tiered(self, decision: Decision) -> Decision:
+        """The decision with its route's ladder choice (`Decision.tier`; routing/tiering.py),
+        unchanged when the route has no ladder."""
+        if self.tiers is None:
+            return decision
+        return with_tier(decision, self.routes, self.tiers, self.matcher.cache)
 
     def resolve_plan(self, decision: Decision,
                      recent: Sequence[str] = ()) -> Plan[Decision]:
