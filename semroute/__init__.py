@@ -40,6 +40,8 @@ _EXPORTS = {
     "AllModelsFailedError": "semroute.errors",
     "BudgetExceededError": "semroute.errors",
     "UnknownStepError": "semroute.errors",
+    "StoreUnavailableError": "semroute.errors",
+    "BudgetStoreUnavailableError": "semroute.errors",
     "CalibrationWarning": "semroute.errors",
     "ConfigError": "semroute.errors",
     "CorruptIndexError": "semroute.errors",
@@ -98,6 +100,8 @@ __all__ = [
     "StreamInterruptedError",
     "TurnWeight",
     "UnknownStepError",
+    "StoreUnavailableError",
+    "BudgetStoreUnavailableError",
     "__version__",
     "adispatch",
     "build_index",
@@ -154,6 +158,8 @@ if TYPE_CHECKING:
         StaleIndexError,
         StreamInterruptedError,
         UnknownStepError,
+        StoreUnavailableError,
+        BudgetStoreUnavailableError,
     )
     from semroute.index import BuildReport, build_index
     from semroute.routing import (

@@ -37,6 +37,7 @@ from semroute.config.schema import (
     RouteFile,
     RouterSettings,
     StickinessMode,
+    SharedStateSettings,
     StickinessSettings,
 )
 from semroute.config.text import normalise_text, utterance_key
@@ -73,6 +74,7 @@ __all__ = [
     "RouterSettings",
     "RuleSpec",
     "StickinessMode",
+    "SharedStateSettings",
     "StickinessSettings",
     "StructuredMode",
     "TracingSettings",
