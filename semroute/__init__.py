@@ -67,6 +67,7 @@ __all__ = [
     "AllModelsFailedError",
     "Attempt",
     "BudgetExceededError",
+    "BudgetStoreUnavailableError",
     "BuildReport",
     "CalibrationWarning",
     "Candidate",
@@ -97,11 +98,10 @@ __all__ = [
     "RuleHit",
     "SemrouteError",
     "StaleIndexError",
+    "StoreUnavailableError",
     "StreamInterruptedError",
     "TurnWeight",
     "UnknownStepError",
-    "StoreUnavailableError",
-    "BudgetStoreUnavailableError",
     "__version__",
     "adispatch",
     "build_index",
@@ -138,6 +138,7 @@ if TYPE_CHECKING:
     from semroute.errors import (
         AllModelsFailedError,
         BudgetExceededError,
+        BudgetStoreUnavailableError,
         CalibrationWarning,
         ConfigError,
         CorruptIndexError,
@@ -156,10 +157,9 @@ if TYPE_CHECKING:
         RetryableProviderError,
         SemrouteError,
         StaleIndexError,
+        StoreUnavailableError,
         StreamInterruptedError,
         UnknownStepError,
-        StoreUnavailableError,
-        BudgetStoreUnavailableError,
     )
     from semroute.index import BuildReport, build_index
     from semroute.routing import (

@@ -36,8 +36,8 @@ from semroute.config.schema import (
     ParallelSpec,
     RouteFile,
     RouterSettings,
-    StickinessMode,
     SharedStateSettings,
+    StickinessMode,
     StickinessSettings,
 )
 from semroute.config.text import normalise_text, utterance_key
@@ -73,8 +73,8 @@ __all__ = [
     "RouteSet",
     "RouterSettings",
     "RuleSpec",
-    "StickinessMode",
     "SharedStateSettings",
+    "StickinessMode",
     "StickinessSettings",
     "StructuredMode",
     "TracingSettings",

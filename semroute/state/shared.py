@@ -5,6 +5,7 @@ with the outage policy of each kind applied by a `FallbackStore` on one `Circuit
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from semroute.config import SharedStateSettings
 from semroute.state.fallback import Circuit, FallbackStore
@@ -49,7 +50,7 @@ class SharedState:
         open_ = self.settings.budgets_on_outage == "open"
         return self.store("budgets", MemoryStore() if open_ else None)
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> dict[str, Any]:
         """For metrics and readiness: backend, whether up, outages, fallbacks per kind."""
         c = self.circuit
         return {"backend": self.settings.backend, "up": True if c is None else c.up,
