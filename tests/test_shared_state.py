@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from semroute import BudgetStoreUnavailableError, ConfigError, StoreUnavailableError
-from semroute.config import SharedStateSettings, load_routes
+from semroute.config import RateLimit, SharedStateSettings, load_routes
 from semroute.dispatching import Dispatcher
+from semroute.gateway.access import SharedRateLimiter
 from semroute.gateway.failures import failure_of
 from semroute.state import Circuit, FallbackStore, MemoryStore, RedisStore, SharedState
 from tests.dispatch_support import entry, load, shared_index, write_set
@@ -224,3 +225,19 @@ def test_a_paused_redis_never_blocks_the_event_loop_of_adispatch(
     lag, took = asyncio.run(run())
     assert took > 0.15, "the dispatch really waited on the paused Redis"
     assert lag < 0.1, f"the event loop stalled {lag * 1e3:.0f} ms"
+
+
+def test_the_shared_rate_limit_falls_back_to_each_replicas_buckets_and_returns(
+        redis: RedisServer) -> None:
+    limit = RateLimit(requests_per_second=0.1, burst=2)
+    store, circuit = RedisStore(redis.url), Circuit("redis", retry_s=0.05)
+    a, b = SharedRateLimiter(store, circuit), SharedRateLimiter(store, circuit)
+    assert [a.take("team", limit), b.take("team", limit)] == [None, None]
+    assert b.take("team", limit) is not None, "one burst of 2 across both"
+    redis.stop()
+    assert a.take("team", limit) is None, "Redis down: a's own in-process bucket"
+    assert circuit.fallbacks["rate_limits"] == 1
+    redis.start()  # empty: the shared bucket starts full again
+    time.sleep(0.1)
+    assert [a.take("team", limit), b.take("team", limit), a.take("team", limit)][2] \
+        is not None and circuit.up
