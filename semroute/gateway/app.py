@@ -205,7 +205,8 @@ class Gateway:
         client = self.keys.authenticate(request.headers)
         limiter = self.limiter(self.live.current)
         try:
-            if getattr(limiter, "blocking", False):  # Redis: off the event loop
+            limited = (client.rate_limit or s.default_rate_limit) is not None
+            if limited and getattr(limiter, "blocking", False):  # Redis: off the event loop
                 await anyio.to_thread.run_sync(rate_limit, limiter, s, client)
             else:
                 rate_limit(limiter, s, client)
