@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from semroute import BudgetStoreUnavailableError, ConfigError, StoreUnavailableError
+from semroute.cli import main
 from semroute.config import RateLimit, SharedStateSettings, load_routes
 from semroute.dispatching import Dispatcher
 from semroute.gateway.access import SharedRateLimiter
@@ -241,3 +242,8 @@ def test_the_shared_rate_limit_falls_back_to_each_replicas_buckets_and_returns(
     time.sleep(0.1)
     assert [a.take("team", limit), b.take("team", limit), a.take("team", limit)][2] \
         is not None and circuit.up
+
+
+def test_serve_refuses_a_redis_url_that_is_not_one(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--redis", "http://cache:6379"]) == 2
+    assert "--redis" in capsys.readouterr().err

@@ -14,6 +14,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from semroute.gateway import make_server
 
     settings = load_gateway_config(args.config)
+    if args.redis:
+        from pydantic import ValidationError
+
+        from semroute.config import SharedStateSettings
+        try:
+            SharedStateSettings(backend="redis", url=args.redis)
+        except ValidationError as exc:
+            print(f"semroute serve: --redis (or $SEMROUTE_REDIS_URL): "
+                  f"{exc.errors()[0]['msg']}", file=sys.stderr)
+            return 2
     if not settings.keys and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"semroute serve: warning: no client keys configured and listening on "
               f"{args.host}: anyone who reaches it can spend your model budget "
