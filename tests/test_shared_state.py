@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -247,3 +248,27 @@ def test_the_shared_rate_limit_falls_back_to_each_replicas_buckets_and_returns(
 def test_serve_refuses_a_redis_url_that_is_not_one(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--redis", "http://cache:6379"]) == 2
     assert "--redis" in capsys.readouterr().err
+
+
+def test_a_reservation_lost_with_a_restart_never_makes_a_counter_negative(
+        tmp_path: Path, index: Path, servers: tuple[FaultServer, FaultServer],
+        redis: RedisServer) -> None:
+    """Redis restarts empty between a request's reservation and its settlement: the counter
+    then holds what the request cost, not minus its unused reservation (which would give the
+    cap extra room for the rest of the period)."""
+    slow = FaultServer([200], reply_text="ok", delay_s=1.0).start()
+    try:
+        d = replica(tmp_path / "a", index, (servers[0], slow), redis.url, budgets=CAPS)
+        call = threading.Thread(target=lambda: answers.append(
+            d.dispatch("hi", max_tokens=2, user="ann", model="dear")))
+        answers: list[Any] = []
+        call.start()
+        time.sleep(0.4)  # reserved, waiting on the model
+        assert d.state.budgets.spent("daily", "ann") > 6.0
+        redis.stop()
+        redis.start()  # empty
+        call.join(timeout=30)
+    finally:
+        slow.stop()
+    assert answers[0].cost_usd == pytest.approx(6.0)
+    assert d.state.budgets.spent("daily", "ann") == pytest.approx(6.0, abs=0.01)

@@ -148,7 +148,9 @@ class Budgets:
         for r in grant.reservations:
             assert self.store is not None
             try:
-                self.store.add(r.key, cost_usd - r.amount, r.ttl_seconds)
+                total = self.store.add(r.key, cost_usd - r.amount, r.ttl_seconds)
+                if total < 0:  # the reservation was lost (a store restarted empty, an outage)
+                    self.store.add(r.key, cost_usd - total, r.ttl_seconds)  # count the cost
             except StoreUnavailableError as exc:  # the answer is given: never fail it now
                 log.warning("semroute: budget cap %s not settled (%+.6f USD): %s", r.cap.name,
                             cost_usd - r.amount, exc)
