@@ -227,6 +227,8 @@ def test_a_redis_restart_during_traffic_fails_no_request_and_sharing_resumes(
                  if x.startswith("semroute: shared state")]
         assert len(lines) == 2, "one warning per outage per replica, one when it is back"
         assert "unreachable" in lines[0] and "is back" in lines[1]
+        with urllib.request.urlopen(f"{r.url}/readyz", timeout=10) as got:
+            assert json.loads(got.read())["shared_state"] == {"backend": "redis", "up": True}
         m = r.metrics()
         assert 'semroute_shared_state_up{backend="redis"} 1.0' in m
         assert "semroute_shared_state_outages_total 1.0" in m

@@ -305,9 +305,12 @@ class Gateway:
         if problems:
             return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
         assert serving is not None
+        shared = serving.dispatcher.state.shared.status()  # down: still ready (fallbacks)
         return JSONResponse({"status": "ready", "build_id": serving.build_id,
                              "routes": len(serving.router.routes.routes),
-                             "reload_error": self.live.last_error})
+                             "reload_error": self.live.last_error,
+                             "shared_state": {"backend": shared["backend"],
+                                              "up": shared["up"]}})
 
     async def metrics_endpoint(self, request: Request) -> Response:
         body = await anyio.to_thread.run_sync(self.metrics.render)  # may read Redis
