@@ -198,7 +198,7 @@ def test_memory_is_the_default_and_never_dials_redis() -> None:
 def test_a_paused_redis_never_blocks_the_event_loop_of_adispatch(
         tmp_path: Path, index: Path, servers: tuple[FaultServer, FaultServer],
         redis: RedisServer) -> None:
-    """Redis stops answering for 0.25 s (CLIENT PAUSE) while adispatch runs: its store calls
+    """Redis stops answering for 0.4 s (CLIENT PAUSE) while adispatch runs: its store calls
     wait in worker threads, and a ticker on the same loop keeps ticking."""
     d = replica(tmp_path / "a", index, servers, redis.url,
                 shared={"timeout_seconds": 2.0})
@@ -216,7 +216,7 @@ def test_a_paused_redis_never_blocks_the_event_loop_of_adispatch(
 
         tick = asyncio.create_task(ticker())
         await asyncio.sleep(0.05)
-        assert redis.cli("client", "pause", "250", "all") == "OK"
+        assert redis.cli("client", "pause", "400", "all") == "OK"
         t0 = time.perf_counter()
         r = await d.adispatch("hi there", max_tokens=4, conversation_id="c-async")
         took = time.perf_counter() - t0
@@ -225,8 +225,8 @@ def test_a_paused_redis_never_blocks_the_event_loop_of_adispatch(
         return lag, took
 
     lag, took = asyncio.run(run())
-    assert took > 0.15, "the dispatch really waited on the paused Redis"
-    assert lag < 0.1, f"the event loop stalled {lag * 1e3:.0f} ms"
+    assert took > 0.3, "the dispatch really waited on the paused Redis"
+    assert lag < 0.2, f"the event loop stalled {lag * 1e3:.0f} ms"
 
 
 def test_the_shared_rate_limit_falls_back_to_each_replicas_buckets_and_returns(
