@@ -236,3 +236,31 @@ class BudgetExceededError(SemrouteError):
 
 class UnknownStepError(SemrouteError, ValueError):
     """`dispatch(..., step=...)` named a step that models.yaml `steps:` does not map."""
+
+
+class StoreUnavailableError(SemrouteError):
+    """A shared-state store (Redis) could not be reached or did not answer in time. `store`
+    names it (the URL without a password); the `FallbackStore` and the gateway's shared rate
+    limiter catch it and carry on in-process."""
+
+    def __init__(self, message: str, *, store: str = "") -> None:
+        self.store = store
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.args[0],), dict(self.__dict__))
+
+
+class BudgetStoreUnavailableError(SemrouteError):
+    """A request with budget caps was refused because the budget store is unreachable and
+    `router.shared_state.budgets_on_outage` is `closed` (the gateway answers 503)."""
+
+    def __init__(self, message: str, *, request_id: str | None = None,
+                 store: str = "") -> None:
+        self.request_id = request_id
+        self.store = store
+        self.attempts: list[Attempt] = []  # none: a refused request calls no model
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.args[0],), dict(self.__dict__))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import yaml
 from semroute.config import RouteSet, load_routes
 from semroute.index import build_index
 from semroute.routing import Router
+from tests.support.redis_server import MISSING, REDIS_SERVER, RedisServer
 
 pytest_plugins = ["tests.conftest_llm"]
 
@@ -86,3 +87,17 @@ def write_routes(tmp_path: Path) -> WriteRoutes:
         return d
 
     return write
+
+
+# ---------------------------------------------------------------- redis-server
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A private real redis-server for the session (skipped only when the binary is absent;
+    .ci/run installs it). Tests that restart it must leave it running."""
+    if REDIS_SERVER is None:
+        pytest.skip(MISSING)
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import sys
 from typing import Any
@@ -13,12 +14,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from semroute.gateway import make_server
 
     settings = load_gateway_config(args.config)
+    if args.redis:
+        from pydantic import ValidationError
+
+        from semroute.config import SharedStateSettings
+        try:
+            SharedStateSettings(backend="redis", url=args.redis)
+        except ValidationError as exc:
+            print(f"semroute serve: --redis (or $SEMROUTE_REDIS_URL): "
+                  f"{exc.errors()[0]['msg']}", file=sys.stderr)
+            return 2
     if not settings.keys and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"semroute serve: warning: no client keys configured and listening on "
               f"{args.host}: anyone who reaches it can spend your model budget "
               f"(add keys in --config)", file=sys.stderr)
     make_server(args.routes, args.index, host=args.host, port=args.port,
-                profile=args.profile, settings=settings, access_log=args.access_log).run()
+                profile=args.profile, settings=settings, access_log=args.access_log,
+                redis_url=args.redis or None).run()
     return 0
 
 
@@ -45,6 +57,10 @@ def register(sub: Any) -> None:
     p.add_argument("--config", default=None, metavar="FILE",
                    help="gateway settings (gateway.yaml: client keys, limits, CORS, tracing)")
     p.add_argument("--access-log", action="store_true", help="log every request line")
+    p.add_argument("--redis", default=os.environ.get("SEMROUTE_REDIS_URL"), metavar="URL",
+                   help="share cooldowns, stickiness, budgets and rate limits with the other "
+                        "replicas on this Redis (redis://host:6379/0; overrides "
+                        "router.shared_state; default: $SEMROUTE_REDIS_URL)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("gateway-key", help="make a client key for the gateway and print the "

@@ -37,6 +37,7 @@ from semroute.config.schema import (
     ParallelSpec,
     RouteFile,
     RouterSettings,
+    SharedStateSettings,
     StickinessMode,
     StickinessSettings,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "RouteSet",
     "RouterSettings",
     "RuleSpec",
+    "SharedStateSettings",
     "StickinessMode",
     "StickinessSettings",
     "StructuredMode",

@@ -257,6 +257,35 @@ class OutcomesSettings(_Strict):
                          "(in the background) as outcomes of the models that answered")
 
 
+SharedBackend = Literal["memory", "redis"]
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class SharedStateSettings(_Strict):
+    """`router.shared_state`: where cooldowns, stickiness, budget counters and the gateway's
+    rate limits live: `memory` (in-process, per replica; budgets in `router.budgets.store`)
+    or `redis` (one Redis shared by every replica), and what budgets do when it is down."""
+
+    backend: SharedBackend = "memory"
+    url: str = Field(default="redis://127.0.0.1:6379/0", description="the Redis server "
+                     "(redis://, rediss:// or unix://); the CLI's --redis overrides it")
+    budgets_on_outage: Literal["closed", "open"] = Field(
+        default="closed", description="Redis unreachable: refuse capped requests (closed) or "
+        "serve them counting in-process (open)")
+    timeout_seconds: float = Field(default=0.5, gt=0, le=30, description="connect and "
+                                   "reply timeout of one Redis call")
+    retry_seconds: float = Field(default=0.5, gt=0, le=60, description="first wait before "
+                                 "trying Redis again after an error (doubles, at most 10x)")
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        if not v.startswith(REDIS_SCHEMES):
+            raise ValueError(f"'{v}' is not a Redis URL: start it with "
+                             f"{', '.join(REDIS_SCHEMES)} (e.g. redis://127.0.0.1:6379/0)")
+        return v
+
+
 class RouterSettings(_Strict):
     """Router-wide settings; those that shape the index are recorded in its manifest."""
 
@@ -287,6 +316,7 @@ class RouterSettings(_Strict):
     outcomes: OutcomesSettings = Field(default_factory=OutcomesSettings)
     ladder: LadderSpec | None = Field(default=None, description="the ladder of every route "
                                       "without its own (parallel and cascade routes excepted)")
+    shared_state: SharedStateSettings = Field(default_factory=SharedStateSettings)
 
     @field_validator("budgets", mode="before")
     @classmethod

@@ -59,7 +59,7 @@ def serve_cascade(host: CascadeHost, request_id: str, decision: Decision, placed
     except BaseException:  # cancelled (no yield allowed now): give the reservation back
         host.state.budgets.settle(host.grant, 0.0)
         raise
-    record(host.state.stickiness, placed, climbed.spec.key)
+    yield from record(host.state.stickiness, placed, climbed.spec.key)
     latency["model"] = (time.perf_counter() - t_model) * 1e3
     spec, outcome = climbed.spec, climbed.outcome
     done = outcome if isinstance(outcome, Completion) else None

@@ -16,6 +16,7 @@ from typing import Any
 
 from semroute.config import ModelSpec, RouterSettings
 from semroute.dispatching.attempts import Attempt
+from semroute.dispatching.cooldowns import offloaded
 from semroute.dispatching.state import DispatchState
 from semroute.errors import AllModelsFailedError, ErrorScope, ProviderError
 from semroute.providers import AsyncStream, Completion, Message, ModelCall, Plan, Sleep, Stream
@@ -38,7 +39,9 @@ def call_chain(route: str, chain: Sequence[str], spec_of: Callable[[str], ModelS
     """Ask the chain's models in turn until one answers. Raises the request-level
     ProviderError (with `attempts`) or AllModelsFailedError."""
     attempts: list[Attempt] = []
-    for key in state.cooldowns.order(chain):
+    cd = state.cooldowns
+    cooling = yield from offloaded(cd, cd.cooling, chain)
+    for key in cd.order(chain, cooling):
         spec = spec_of(key)
         provider = state.provider(spec)
         for try_number in range(1, settings.attempts_per_model + 1):
@@ -47,7 +50,8 @@ def call_chain(route: str, chain: Sequence[str], spec_of: Callable[[str], ModelS
             took = (time.perf_counter() - t0) * 1e3
             if not isinstance(outcome, ProviderError):
                 attempts.append(Attempt(key, spec.provider, spec.model, try_number, True, took))
-                state.cooldowns.succeeded(key)
+                if key in cooling:  # only a cooling model has a cooldown to end
+                    yield from offloaded(cd, cd.succeeded, key)
                 return Answered(spec, outcome, attempts)
             attempts.append(Attempt(key, spec.provider, spec.model, try_number, False, took,
                                     outcome.status, str(outcome), outcome.scope))
@@ -58,7 +62,7 @@ def call_chain(route: str, chain: Sequence[str], spec_of: Callable[[str], ModelS
             if outcome.scope is ErrorScope.TOO_LONG:
                 break  # next model; this one stays healthy
             if outcome.scope is ErrorScope.NEXT_MODEL or try_number == settings.attempts_per_model:
-                state.cooldowns.failed(key)
+                yield from offloaded(cd, cd.failed, key)
                 break
             yield Sleep(backoff(settings.backoff_seconds, try_number, outcome.retry_after,
                                 state.jitter()))

@@ -37,6 +37,7 @@ from semroute.dispatching.trace_record import trace_record
 from semroute.errors import (
     AllModelsFailedError,
     BudgetExceededError,
+    BudgetStoreUnavailableError,
     ConfigError,
     NoRouteError,
     ProviderError,
@@ -173,8 +174,9 @@ class Dispatcher:
                                f"router.default_route in models.yaml")
         placed = step_placement(self.router.routes, decision) \
             if asked.step is not None or asked.model is not None else \
-            place(self.state.stickiness, self.router.routes, decision.route, messages,
-                  system, ids, decision.tier.chosen if decision.tier is not None else None)
+            (yield from place(self.state.stickiness, self.router.routes, decision.route,
+                              messages, system, ids,
+                              decision.tier.chosen if decision.tier is not None else None))
         route = placed.route
         system_text = "\n\n".join(x for x in (route.system_prompt, system) if x) or None
         call_kwargs = dict(kwargs, system=system_text, max_tokens=max_tokens)
@@ -183,7 +185,7 @@ class Dispatcher:
                                      request_id, route, placed.chain, messages, system_text,
                                      max_tokens, (route.parallel is not None and not stream)
                                      or route.cascade is not None, asked)
-        except BudgetExceededError as exc:
+        except (BudgetExceededError, BudgetStoreUnavailableError) as exc:
             yield from self._write(trace_record(
                 request_id, decision, [], latency, error=str(exc),
                 include_query=self.include_query, sticky=placed.sticky), redact)
@@ -218,7 +220,7 @@ class Dispatcher:
         except BaseException:  # cancelled (no yield allowed now): give the reservation back
             self.state.budgets.settle(grant, 0.0)
             raise
-        record(self.state.stickiness, placed, answered.spec.key)
+        yield from record(self.state.stickiness, placed, answered.spec.key)
         latency["model"] = (time.perf_counter() - t_model) * 1e3
         settled = partial(self._settle, answered.spec, redact, grant, chat)
         r = self._response(request_id, decision, answered, latency, settled)
@@ -245,7 +247,7 @@ class Dispatcher:
                 include_query=self.include_query, sticky=placed.sticky,
                 budget=grant.record), redact)
             raise
-        record(self.state.stickiness, placed, picked.spec.key)
+        yield from record(self.state.stickiness, placed, picked.spec.key)
         latency["model"] = (time.perf_counter() - t_model) * 1e3
         latency["total"] = sum(latency.values())
         spec, done = picked.spec, picked.completion

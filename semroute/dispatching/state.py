@@ -1,5 +1,6 @@
-"""What all dispatches for one router share: cooldowns, provider adapters, the trace writer
-and the backoff jitter's random source. It holds no reference to the router, so a registry
+"""What all dispatches for one router share: cooldowns, provider adapters, the trace writer,
+the backoff jitter's random source, and the shared state (`router.shared_state`) the
+cooldowns, stickiness and budgets live in. It holds no reference to the router, so a registry
 keyed weakly by router (see api.py) lets the router be collected."""
 
 from __future__ import annotations
@@ -11,13 +12,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from semroute.config import BudgetSettings, ModelSpec, RouterSettings, StickinessSettings
+from semroute.config import (
+    BudgetSettings,
+    ModelSpec,
+    RouterSettings,
+    SharedStateSettings,
+    StickinessSettings,
+)
 from semroute.dispatching.cooldowns import Cooldowns
 from semroute.dispatching.prescore import Prescorer
 from semroute.dispatching.recording import OutcomeRecorder
 from semroute.policies import Budgets, Stickiness
 from semroute.providers import Provider, make_provider
-from semroute.state import MemoryStore, SqliteStore, Store
+from semroute.state import MemoryStore, SharedState, SqliteStore, Store
 from semroute.telemetry import JsonlSink, TraceSink, TraceWriter
 
 
@@ -33,6 +40,7 @@ class DispatchState:
     prescorer: Prescorer = field(default_factory=Prescorer)
     budgets: Budgets = field(default_factory=lambda: Budgets(BudgetSettings(), None))
     recorder: OutcomeRecorder | None = None  # cascade outcomes to the store (router.outcomes)
+    shared: SharedState = field(default_factory=lambda: SharedState(SharedStateSettings()))
     _providers: dict[ModelSpec, Provider[Any, Any]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -41,24 +49,33 @@ class DispatchState:
                include_query: bool | None = None,
                rng: random.Random | None = None, store: Store | None = None,
                stickiness: StickinessSettings | None = None,
-               budgets: Budgets | None = None) -> DispatchState:
-        """State for a router's settings; `trace`, `include_query`, `stickiness` and
-        `budgets` override them; `store` holds stickiness state (default: an in-process
-        `MemoryStore`); budget caps count in a `SqliteStore` at `router.budgets.store`."""
+               budgets: Budgets | None = None,
+               shared: SharedStateSettings | None = None) -> DispatchState:
+        """State for a router's settings; `trace`, `include_query`, `stickiness`, `budgets`
+        and `shared` (`router.shared_state`) override them; `store` holds stickiness state.
+        With in-process shared state (the default) cooldowns and stickiness are in-process
+        and budget caps count in a `SqliteStore` at `router.budgets.store`; with Redis all
+        three live there, each with its outage fallback (`SharedState`)."""
         target = trace if trace is not None else settings.trace_path
         sticky = stickiness or settings.stickiness
         sink: TraceSink | None = JsonlSink(target) if isinstance(target, str | Path) else target
+        common = SharedState.open(shared or settings.shared_state)
+        if store is None:
+            store = common.store("stickiness", MemoryStore(sticky.max_entries)) or \
+                MemoryStore(sticky.max_entries)
+        if budgets is None and settings.budgets.caps:
+            budgets = Budgets(settings.budgets, common.budget_store() or
+                              SqliteStore(settings.budgets.store))
         return cls(
-            cooldowns=Cooldowns(settings.cooldown_seconds),
+            cooldowns=Cooldowns(settings.cooldown_seconds,
+                                common.store("cooldowns", MemoryStore())),
             trace=None if sink is None else TraceWriter(sink),
             include_query=settings.trace_include_query if include_query is None
             else include_query,
             rng=rng or random.Random(),
-            stickiness=Stickiness(sticky, settings.tiers,
-                                  store if store is not None
-                                  else MemoryStore(sticky.max_entries)),
-            budgets=budgets or Budgets(settings.budgets, SqliteStore(settings.budgets.store)
-                                       if settings.budgets.caps else None),
+            stickiness=Stickiness(sticky, settings.tiers, store),
+            budgets=budgets or Budgets(settings.budgets, None),
+            shared=common,
         )
 
     def provider(self, spec: ModelSpec) -> Provider[Any, Any]:

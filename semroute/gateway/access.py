@@ -1,6 +1,6 @@
 """Who may call the gateway and how often: client keys (sha256 at rest) and per-key rate
-limits behind `RateLimiter`, whose in-process token bucket a shared (Redis) backend can
-replace without touching the app."""
+limits behind `RateLimiter`: in-process token buckets (per replica), or `SharedRateLimiter`'s
+buckets in Redis (one limit across replicas, the in-process buckets while Redis is down)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from typing import Protocol
 
 from semroute.config import ClientKey, GatewaySettings, RateLimit, hash_client_key
 from semroute.errors import GatewayError
+from semroute.state import Circuit, RedisStore
 
 ANONYMOUS = ClientKey(name="anonymous", sha256="0" * 64)
+KEY_PREFIX = "semroute:ratelimit"
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -51,7 +53,9 @@ class ClientKeys:
 
 class RateLimiter(Protocol):
     """Takes one request from `client`'s allowance: None if allowed, else the seconds until
-    the next request would be. Must be safe from several threads."""
+    the next request would be. Must be safe from several threads. A limiter whose `take`
+    may block on I/O says so with a true `blocking` attribute (the app then calls it in a
+    worker thread)."""
 
     def take(self, client: str, limit: RateLimit) -> float | None: ...
 
@@ -75,6 +79,26 @@ class TokenBucketLimiter:
                 return None
             self._buckets[client] = (tokens, now)
             return (1.0 - tokens) / limit.requests_per_second
+
+
+class SharedRateLimiter:
+    """Token buckets in Redis (`semroute:ratelimit:<client>`, refilled on the server's clock
+    by one Lua script): one limit across every replica. While the circuit is open the
+    `fallback` in-process buckets limit each replica on its own (counted as `rate_limits`)."""
+
+    blocking = True
+
+    def __init__(self, redis: RedisStore, circuit: Circuit,
+                 fallback: RateLimiter | None = None) -> None:
+        self.redis, self.circuit = redis, circuit
+        self.fallback: RateLimiter = fallback or TokenBucketLimiter()
+
+    def take(self, client: str, limit: RateLimit) -> float | None:
+        return self.circuit.run(
+            "rate_limits",
+            lambda: self.redis.take_token(f"{KEY_PREFIX}:{client}", limit.requests_per_second,
+                                          limit.capacity),
+            lambda: self.fallback.take(client, limit))
 
 
 def rate_limit(limiter: RateLimiter, settings: GatewaySettings, client: ClientKey) -> None:

@@ -25,7 +25,13 @@ from semroute.config import GatewaySettings
 from semroute.dispatching import Response as Answer
 from semroute.errors import BudgetExceededError, GatewayError, ProviderError
 from semroute.gateway import anthropic_wire, openai_wire
-from semroute.gateway.access import ClientKeys, RateLimiter, TokenBucketLimiter, rate_limit
+from semroute.gateway.access import (
+    ClientKeys,
+    RateLimiter,
+    SharedRateLimiter,
+    TokenBucketLimiter,
+    rate_limit,
+)
 from semroute.gateway.calls import Api, ChatCall
 from semroute.gateway.failures import Failure, failure_of
 from semroute.gateway.live import LiveRouter, Serving, readiness_problems
@@ -129,10 +135,30 @@ class Gateway:
                  metrics: GatewayMetrics | None = None, spans: Spans | None = None) -> None:
         self.live, self.settings = live, settings
         self.keys = ClientKeys(settings)
-        self.limiter: RateLimiter = limiter or TokenBucketLimiter()
+        self._fixed_limiter = limiter
+        self._local_limiter = TokenBucketLimiter()
+        self._shared_limiter: tuple[object, RateLimiter] | None = None
         self.metrics = metrics or GatewayMetrics()
         self.spans = spans or Spans(settings.tracing)
         self.metrics.watch_cooldowns(self._cooling)
+        self.metrics.watch_shared_state(self._shared_status)
+
+    def limiter(self, serving: Serving | None) -> RateLimiter:
+        """The rate limiter: the one given, else Redis buckets when the router's shared state
+        is Redis (made once per shared state), else the in-process buckets."""
+        if self._fixed_limiter is not None:
+            return self._fixed_limiter
+        shared = None if serving is None else serving.dispatcher.state.shared
+        if shared is None or shared.redis is None or shared.circuit is None:
+            return self._local_limiter
+        if self._shared_limiter is None or self._shared_limiter[0] is not shared:
+            self._shared_limiter = (shared, SharedRateLimiter(shared.redis, shared.circuit,
+                                                              self._local_limiter))
+        return self._shared_limiter[1]
+
+    def _shared_status(self) -> dict[str, Any] | None:
+        s = self.live.current
+        return None if s is None else s.dispatcher.state.shared.status()
 
     def _cooling(self) -> list[tuple[str, bool]]:
         s = self.live.current
@@ -177,8 +203,13 @@ class Gateway:
     async def _dispatch(self, request: Request, api: Api) -> tuple[Answer, ChatCall]:
         s = self.settings
         client = self.keys.authenticate(request.headers)
+        limiter = self.limiter(self.live.current)
         try:
-            rate_limit(self.limiter, s, client)
+            limited = (client.rate_limit or s.default_rate_limit) is not None
+            if limited and getattr(limiter, "blocking", False):  # Redis: off the event loop
+                await anyio.to_thread.run_sync(rate_limit, limiter, s, client)
+            else:
+                rate_limit(limiter, s, client)
         except GatewayError:
             self.metrics.rate_limited.labels(client.name).inc()
             raise
@@ -274,23 +305,29 @@ class Gateway:
         if problems:
             return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
         assert serving is not None
+        shared = serving.dispatcher.state.shared.status()  # down: still ready (fallbacks)
         return JSONResponse({"status": "ready", "build_id": serving.build_id,
                              "routes": len(serving.router.routes.routes),
-                             "reload_error": self.live.last_error})
+                             "reload_error": self.live.last_error,
+                             "shared_state": {"backend": shared["backend"],
+                                              "up": shared["up"]}})
 
     async def metrics_endpoint(self, request: Request) -> Response:
-        return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        body = await anyio.to_thread.run_sync(self.metrics.render)  # may read Redis
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 def create_app(routes: str | Path = "routes", index: str | Path = "indexes/default", *,
                profile: str | None = None, settings: GatewaySettings | None = None,
                limiter: RateLimiter | None = None,
                load: Callable[[], Router] | None = None,
-               span_exporter: Any = None) -> Starlette:
+               span_exporter: Any = None, redis_url: str | None = None) -> Starlette:
     """The gateway app. The router is loaded at start-up (the server listens only once it is
     ready) and reloaded whenever the index's CURRENT names a new build. `load` replaces
-    `Router.load(routes, index, profile=profile)`; `limiter` the in-process rate limiter;
-    `span_exporter` (an OpenTelemetry SpanExporter) the exporter `tracing` names."""
+    `Router.load(routes, index, profile=profile)`; `limiter` the rate limiter (default: Redis
+    buckets when the shared state is Redis, else in-process); `span_exporter` (an
+    OpenTelemetry SpanExporter) the exporter `tracing` names; `redis_url` puts every kind of
+    shared state on that Redis whatever `router.shared_state.backend` says."""
     settings = settings or GatewaySettings()
     index = Path(index)
 
@@ -308,7 +345,8 @@ def create_app(routes: str | Path = "routes", index: str | Path = "indexes/defau
         metrics.serving(serving.build_id)
 
     live = LiveRouter(load or default_load, index, on_swap=swapped,
-                      on_fail=lambda _: metrics.reloads.labels("failed").inc())
+                      on_fail=lambda _: metrics.reloads.labels("failed").inc(),
+                      redis_url=redis_url)
     gw = Gateway(live, settings, limiter, metrics, Spans(settings.tracing, span_exporter))
 
     @contextlib.asynccontextmanager

@@ -11,6 +11,7 @@ from semroute.dispatching import Attempt
 from semroute.errors import (
     AllModelsFailedError,
     BudgetExceededError,
+    BudgetStoreUnavailableError,
     ConfigError,
     ErrorScope,
     GatewayError,
@@ -49,13 +50,16 @@ def failure_of(exc: Exception) -> Failure:
     400: the body (names the field), an unknown agent step, or a request every model
     refused; 401, 404, 413, 429: the gateway's own refusals (429 also: a budget cap, with
     Retry-After until the cap's period resets); 502: every model failed; 503: every model
-    failed because all were overloaded (429/503) or the gateway is not ready; 500: anything
-    else."""
+    failed because all were overloaded (429/503), the gateway is not ready, or budget caps
+    cannot be checked (their store is down and budgets fail closed; Retry-After 1 s); 500:
+    anything else."""
     if isinstance(exc, GatewayError):
         return Failure(exc.status, exc.message, exc.param, retry_after=exc.retry_after)
     if isinstance(exc, BudgetExceededError):  # a spending cap, not a bad request: 429
         return Failure(429, str(exc), "x-semroute-max-cost-usd" if exc.cap is None else None,
                        request_id=exc.request_id, retry_after=_seconds_until(exc.resets_at))
+    if isinstance(exc, BudgetStoreUnavailableError):
+        return Failure(503, str(exc), request_id=exc.request_id, retry_after=1.0)
     if isinstance(exc, UnknownStepError):
         return Failure(400, str(exc), "x-semroute-step")
     if isinstance(exc, QueryError | ValueError) and not isinstance(exc, ConfigError):

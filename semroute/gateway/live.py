@@ -40,12 +40,15 @@ def current_build_id(index: Path) -> str | None:
 class LiveRouter:
     """The `Serving` of the moment. `load` makes a Router (from routes and index folders);
     `state` makes the dispatch state shared across reloads while the router settings stay the
-    same (cooldowns, provider clients and the trace writer survive a reload)."""
+    same (cooldowns, provider clients and the trace writer survive a reload). `redis_url`
+    (`semroute serve --redis`) puts the shared state on that Redis."""
 
     def __init__(self, load: Callable[[], Router], index: Path,
                  on_swap: Callable[[Serving], None] | None = None,
-                 on_fail: Callable[[str], None] | None = None) -> None:
+                 on_fail: Callable[[str], None] | None = None,
+                 redis_url: str | None = None) -> None:
         self._load = load
+        self.redis_url = redis_url
         self.index = index
         self._on_swap = on_swap
         self._on_fail = on_fail
@@ -59,12 +62,15 @@ class LiveRouter:
 
     def _make(self, previous: Serving | None) -> Serving:
         router = self._load()
+        settings = router.routes.settings
+        shared = None if self.redis_url is None else type(settings.shared_state).model_validate(
+            {**settings.shared_state.model_dump(), "backend": "redis", "url": self.redis_url})
         if previous is None:
-            state = DispatchState.create(router.routes.settings)
-        elif previous.router.routes.settings == router.routes.settings:
+            state = DispatchState.create(settings, shared=shared)
+        elif previous.router.routes.settings == settings:
             state = previous.dispatcher.state
         else:  # new settings, new state; the idle pre-scoring thread carries over
-            state = DispatchState.create(router.routes.settings)
+            state = DispatchState.create(settings, shared=shared)
             state.prescorer = previous.dispatcher.state.prescorer
         dispatcher = Dispatcher(router, state=state)
         return Serving(router, dispatcher, router.index.manifest.build_id, time.time())

@@ -1,13 +1,14 @@
 """Prometheus metrics of one gateway app, in its own registry (two apps in one process never
 share counters): requests, decisions, latencies, tokens, cost, failovers, cooldowns,
-classifier calls, rate-limit and budget refusals, reloads."""
+classifier calls, rate-limit and budget refusals, reloads, the shared state's health."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from semroute.dispatching import Attempt, Response
@@ -29,6 +30,32 @@ class _Cooling(Collector):
         for key, cooling in self._cooling():
             g.add_metric([key], 1.0 if cooling else 0.0)
         yield g
+
+
+class _SharedState(Collector):
+    """`semroute_shared_state_up{backend}`, `semroute_shared_state_outages_total` and
+    `semroute_shared_state_fallbacks_total{kind}` (operations served in-process while the
+    shared store was down), read at scrape from the router's `SharedState`."""
+
+    def __init__(self, status: Callable[[], dict[str, Any] | None]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterable[Metric]:
+        st = self._status()
+        if st is None:
+            return
+        up = GaugeMetricFamily("semroute_shared_state_up", "1 while the shared-state backend "
+                               "answers (always 1 for memory)", labels=["backend"])
+        up.add_metric([str(st["backend"])], 1.0 if st["up"] else 0.0)
+        yield up
+        yield CounterMetricFamily("semroute_shared_state_outages", "Outages of the shared "
+                                  "state store (each logged once)", value=st["outages"])
+        fb = CounterMetricFamily("semroute_shared_state_fallbacks", "Operations served "
+                                 "in-process while the shared store was down, by kind of state",
+                                 labels=["kind"])
+        for kind, n in sorted(st["fallbacks"].items()):
+            fb.add_metric([kind], n)
+        yield fb
 
 
 class GatewayMetrics:
@@ -71,6 +98,10 @@ class GatewayMetrics:
     def watch_cooldowns(self, cooling: Callable[[], Iterable[tuple[str, bool]]]) -> None:
         """Report each model's cooldown state at every scrape."""
         self.registry.register(_Cooling(cooling))
+
+    def watch_shared_state(self, status: Callable[[], dict[str, Any] | None]) -> None:
+        """Report the shared state's health at every scrape (`SharedState.status`)."""
+        self.registry.register(_SharedState(status))
 
     def serving(self, build_id: str) -> None:
         self.build.clear()

@@ -9,21 +9,31 @@ spent + bound over the limit means `downgrade` (to `downgrade_to` or the chain's
 reserved on every matching counter by compare-and-set, so concurrent requests (threads or
 processes sharing a store) never admit more than the limit; `settle` swaps the reservation
 for the actual cost (zero when no model answered).
+
+When the counters' store is unreachable (`StoreUnavailableError`: Redis down and
+`budgets_on_outage: closed`) a capped request is refused with `BudgetStoreUnavailableError`;
+a settlement that cannot be written is logged and dropped (the reservation stays counted).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from semroute.config import BudgetCap, BudgetSettings, RouteSet
-from semroute.errors import BudgetExceededError
+from semroute.errors import (
+    BudgetExceededError,
+    BudgetStoreUnavailableError,
+    StoreUnavailableError,
+)
 from semroute.policies.costs import period_bounds
 from semroute.policies.identity import client_key_id, user_key
 from semroute.state import Store
 
+log = logging.getLogger("semroute.budgets")
 KEY_PREFIX = "semroute:budget"
 CAS_TRIES = 64
 KEEP_AFTER_PERIOD_S = 86_400.0  # a counter outlives its period by a day (for inspection)
@@ -93,11 +103,24 @@ class Budgets:
 
     def admit(self, routes: RouteSet, req: BudgetRequest) -> Grant:
         """The models that may serve `req`, with the bound reserved on every matching cap;
-        raises `BudgetExceededError` when nothing fits."""
+        raises `BudgetExceededError` when nothing fits, `BudgetStoreUnavailableError` when
+        caps apply and their store cannot be reached."""
         caps = [c for c in self.settings.caps if self._who(c, req) is not None]
         if req.max_cost_usd is None and not caps:
             return Grant(req.chain, req.parallel_usd is not None)
         chain, parallel, reasons = self._within_max_cost(routes, req)
+        try:
+            return self._admit_capped(req, caps, chain, parallel, reasons)
+        except StoreUnavailableError as exc:
+            raise BudgetStoreUnavailableError(
+                f"request {req.request_id}: the budget store is unreachable, so caps "
+                f"{', '.join(c.name for c in caps)} cannot be checked and the request is "
+                f"refused (router.shared_state.budgets_on_outage: closed; 'open' serves "
+                f"counting in-process): {exc}", request_id=req.request_id,
+                store=exc.store) from exc
+
+    def _admit_capped(self, req: BudgetRequest, caps: list[BudgetCap],
+                      chain: tuple[str, ...], parallel: bool, reasons: list[str]) -> Grant:
         for _ in range(CAS_TRIES):
             states = [self._state(c, req) for c in caps]
             fitted, par, why = self._within_caps(req, states, chain, parallel)
@@ -124,7 +147,13 @@ class Budgets:
             grant.record["cost_usd"] = cost_usd
         for r in grant.reservations:
             assert self.store is not None
-            self.store.add(r.key, cost_usd - r.amount, r.ttl_seconds)
+            try:
+                total = self.store.add(r.key, cost_usd - r.amount, r.ttl_seconds)
+                if total < 0:  # the reservation was lost (a store restarted empty, an outage)
+                    self.store.add(r.key, cost_usd - total, r.ttl_seconds)  # count the cost
+            except StoreUnavailableError as exc:  # the answer is given: never fail it now
+                log.warning("semroute: budget cap %s not settled (%+.6f USD): %s", r.cap.name,
+                            cost_usd - r.amount, exc)
 
     def spent(self, cap: str, who: str | None = None) -> float:
         """What cap `cap` has counted in the current period for `who` (the raw client key,
