@@ -211,7 +211,7 @@ async def run_load(host: str, port: int, path: str, body: Body, rate: float, sec
     async def one(due: float, payload: bytes) -> None:
         try:
             reply, retried = await send_one(pool, payload, timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             res.errors["timeout"] += 1
             return
         except asyncio.CancelledError:

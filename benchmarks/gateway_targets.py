@@ -101,10 +101,10 @@ def wait_http(proc: Proc, path: str, timeout: float) -> None:
     while time.monotonic() < deadline:
         if proc.process.poll() is not None:
             raise RuntimeError(f"{proc.name} exited ({proc.process.returncode}):\n{proc.tail()}")
-        with contextlib.suppress(urllib.error.URLError, OSError):
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
+        with contextlib.suppress(urllib.error.URLError, OSError), \
+                urllib.request.urlopen(url, timeout=2) as r:
+            if r.status == 200:
+                return
         time.sleep(0.2)
     proc.stop()
     raise RuntimeError(f"{proc.name} not ready at {url} within {timeout} s:\n{proc.tail()}")
