@@ -95,6 +95,7 @@ async def measure(name: str, proc: targets.Proc, rate: float, seconds: float, *,
                   upstream: targets.Proc | None = None) -> dict[str, Any]:
     """One row: `rate` req/s for `seconds` at one target, with the servers' CPU per request."""
     body = chat_body(model or MODEL[name], QUERIES, max_tokens=max_tokens, stream=stream)
+    await settle(proc)
     cpu0 = proc.cpu_s()
     up0 = upstream.cpu_s() if upstream else 0.0
     res = await run_load("127.0.0.1", proc.port, PATH, body, rate, seconds,
@@ -107,6 +108,17 @@ async def measure(name: str, proc: targets.Proc, rate: float, seconds: float, *,
         row["upstream_cpu_ms_per_req"] = round((upstream.cpu_s() - up0) * 1e3
                                                / max(1, res.sent), 3)
     return row
+
+
+async def settle(proc: targets.Proc, idle_share: float = 0.1, limit_s: float = 90.0) -> None:
+    """Wait until `proc` is idle (< `idle_share` of a core over 0.5 s): a server still working
+    off requests a saturated run abandoned would otherwise steal the next row's CPU."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        before = proc.cpu_s()
+        await asyncio.sleep(0.5)
+        if proc.cpu_s() - before < 0.5 * idle_share:
+            return
 
 
 def overheads(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

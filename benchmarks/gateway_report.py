@@ -89,11 +89,13 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "- Targets, each its own process on 127.0.0.1: **direct** = the instant upstream "
         "(`benchmarks/gateway_upstream.py`, raw asyncio HTTP/1.1, one fixed completion); "
         "**semroute** = `semroute serve` as in production (one process, one uvicorn worker, "
-        "access log off, no gateway.yaml) on the example routes with every model pointed at the "
-        "upstream: each request is decided (encoder + index, unique queries so no cache "
-        "answers; the method header is counted below), then sent with the OpenAI SDK; "
-        "**litellm** = LiteLLM's proxy (`litellm --config`, 1 worker, its defaults) with one "
-        "model on the same upstream.",
+        "access log off, a gateway.yaml with one client key) on the example routes with every "
+        "model pointed at the upstream: each request is decided (encoder + index, unique "
+        "queries so no cache answers; the method header is counted below), then sent with "
+        "the OpenAI SDK; "
+        "**litellm** = LiteLLM's proxy (`litellm --config`, 1 worker, its defaults, a master "
+        "key: the same bearer key semroute checks) with one model on the same upstream. Each "
+        "row starts once the target's process is idle again.",
         "- Load: open loop, request i due at start + i/rate; latency from the due time to the "
         "last byte (queueing behind a stall counts: no coordinated omission); raw asyncio "
         "keep-alive connections opened on demand; non-streamed OpenAI chat bodies (max_tokens "
