@@ -54,12 +54,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--stream-rate", type=float, default=200.0,
                     help="rate of the streamed row (0: skip it)")
     ap.add_argument("--stream-seconds", type=float, default=10.0)
-    ap.add_argument("--llama-rate", type=float, default=2.0,
-                    help="rate against the local llama-server (0: skip it)")
+    ap.add_argument("--llama-rate", type=float, default=1.0,
+                    help="rate against the local llama-server (0: skip it); SmolLM2 on one "
+                         "thread takes ~0.4-0.6 s a request here, so 2/s already queues")
     ap.add_argument("--llama-seconds", type=float, default=30.0)
     ap.add_argument("--llama-max-tokens", type=int, default=16)
     ap.add_argument("--soak-seconds", type=float, default=600.0, help="memory soak (0: skip)")
-    ap.add_argument("--soak-rate", type=float, default=100.0)
+    ap.add_argument("--soak-rate", type=float, default=50.0,
+                    help="a rate the gateway sustains without queueing on the shared 2 cores")
     ap.add_argument("--soak-warmup", type=float, default=60.0,
                     help="seconds of the soak before the RSS baseline is taken")
     ap.add_argument("--rss-bound-mib", type=float, default=20.0,
