@@ -98,13 +98,15 @@ async def measure(name: str, proc: targets.Proc, rate: float, seconds: float, *,
     """One row: `rate` req/s for `seconds` at one target, with the servers' CPU per request."""
     body = chat_body(model or MODEL[name], QUERIES, max_tokens=max_tokens, stream=stream)
     await settle(proc)
-    cpu0 = proc.cpu_s()
+    cpu0, loop0 = proc.cpu_s(), proc.cpu_s(main_thread=True)
     up0 = upstream.cpu_s() if upstream else 0.0
     res = await run_load("127.0.0.1", proc.port, PATH, body, rate, seconds,
                          check=answer_check(stream))
     row = res.summary()
     row |= {"target": name, "stream": stream,
             "server_cpu_ms_per_req": round((proc.cpu_s() - cpu0) * 1e3 / max(1, res.sent), 3),
+            "server_loop_thread_cpu_ms_per_req": round(
+                (proc.cpu_s(main_thread=True) - loop0) * 1e3 / max(1, res.sent), 3),
             "server_rss_mib": round((proc.rss_kib() or 0) / 1024, 1)}
     if upstream is not None and upstream is not proc:
         row["upstream_cpu_ms_per_req"] = round((upstream.cpu_s() - up0) * 1e3

@@ -82,23 +82,33 @@ class LoadResult:
 
 class Pool:
     """Keep-alive connections to one host:port, opened on demand up to `limit`; a request
-    that finds none free waits (its clock is already running)."""
+    that finds none free waits (its clock is already running). A connection idle for
+    `max_idle_s` or closed by the server is dropped rather than reused (uvicorn closes idle
+    ones after 5 s), as keep-alive clients do."""
 
-    def __init__(self, host: str, port: int, limit: int = 512) -> None:
-        self.host, self.port, self.limit = host, port, limit
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    def __init__(self, host: str, port: int, limit: int = 512, max_idle_s: float = 3.0) -> None:
+        self.host, self.port, self.limit, self.max_idle_s = host, port, limit, max_idle_s
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
         self.opened = 0
         self.peak = 0
         self._free = asyncio.Condition()
 
-    async def acquire(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
-        """(reader, writer, reused)."""
+    async def acquire(self, fresh: bool = False,
+                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
+        """(reader, writer, reused); `fresh`: a new connection whatever is idle."""
         async with self._free:
-            while not self.idle and self.opened >= self.limit:
+            while True:
+                self._drop_stale()
+                if self.idle and not fresh:
+                    r, w, _ = self.idle.pop()  # the most recently used
+                    return r, w, True
+                if self.opened < self.limit:
+                    break
+                if fresh and self.idle:  # make room: close an idle one
+                    self.idle.pop(0)[1].close()
+                    self.opened -= 1
+                    break
                 await self._free.wait()
-            if self.idle:
-                r, w = self.idle.pop()
-                return r, w, True
             self.opened += 1
             self.peak = max(self.peak, self.opened)
         try:
@@ -108,11 +118,22 @@ class Pool:
             raise
         return r, w, False
 
+    def _drop_stale(self) -> None:
+        now = time.monotonic()
+        keep = []
+        for r, w, since in self.idle:
+            if now - since > self.max_idle_s or r.at_eof() or w.is_closing():
+                w.close()
+                self.opened -= 1
+            else:
+                keep.append((r, w, since))
+        self.idle = keep
+
     async def release(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter],
                       reusable: bool) -> None:
         if reusable:
             async with self._free:
-                self.idle.append(conn)
+                self.idle.append((conn[0], conn[1], time.monotonic()))
                 self._free.notify()
         else:
             conn[1].close()
@@ -124,7 +145,7 @@ class Pool:
             self._free.notify()
 
     def close(self) -> None:
-        for _, w in self.idle:
+        for _, w, _ in self.idle:
             w.close()
         self.idle.clear()
 
@@ -173,7 +194,7 @@ async def send_one(pool: Pool, payload: bytes, timeout: float) -> tuple[Reply, b
     """Send on a pooled connection; a reused connection that the server had closed is retried
     once on a fresh one (as any keep-alive client does). (reply, was retried)."""
     for attempt in (0, 1):
-        r, w, reused = await pool.acquire()
+        r, w, reused = await pool.acquire(fresh=attempt == 1)
         got_bytes = False
         try:
             w.write(payload)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 COLUMNS = ("target", "rate req/s", "achieved req/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
-           "errors", "server CPU ms/req", "conns", "client send lag p99 ms")
+           "errors", "server CPU ms/req (main thread)", "conns", "client send lag p99 ms")
 
 
 def _num(x: float | None, fmt: str = ".2f") -> str:
@@ -19,9 +19,12 @@ def _cell(r: dict[str, Any], col: str) -> str:
     if col == "errors":
         kinds = ", ".join(f"{k} {v}" for k, v in r["error_kinds"].items())
         return f"{r['errors']}" + (f" ({kinds})" if kinds else "")
+    if col.startswith("server CPU"):
+        loop = r.get("server_loop_thread_cpu_ms_per_req")
+        return _num(r["server_cpu_ms_per_req"]) + ("" if loop is None else f" ({loop:.2f})")
     key = {"rate req/s": "rate", "achieved req/s": "achieved_rps", "p50 ms": "p50_ms",
            "p90 ms": "p90_ms", "p99 ms": "p99_ms", "max ms": "max_ms",
-           "server CPU ms/req": "server_cpu_ms_per_req", "conns": "connections",
+           "conns": "connections",
            "client send lag p99 ms": "send_lag_p99_ms"}[col]
     v = r[key]
     return _num(v, "g") if col in ("rate req/s", "conns") else _num(v)

@@ -59,14 +59,17 @@ class Proc:
             return None
         return None
 
-    def cpu_s(self) -> float:
-        """User + system CPU seconds of the process and its reaped children."""
+    def cpu_s(self, main_thread: bool = False) -> float:
+        """User + system CPU seconds of the process (or of its main thread alone: the event
+        loop of an asyncio server)."""
+        stat = f"/proc/{self.pid}/task/{self.pid}/stat" if main_thread else \
+            f"/proc/{self.pid}/stat"
         try:
-            f = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            f = Path(stat).read_text().rsplit(")", 1)[1].split()
         except OSError:
             return 0.0
         ticks = os.sysconf("SC_CLK_TCK")
-        return sum(int(x) for x in f[11:15]) / ticks
+        return sum(int(x) for x in f[11:13]) / ticks
 
     def tail(self, lines: int = 30) -> str:
         try:

@@ -19,8 +19,10 @@ from benchmarks.gateway_load import chat_body, run_load
 SLOW_MS = 40
 
 
-async def _serial_server(delay_s: float, status: int = 200) -> asyncio.Server:
-    """A loopback server that answers one request at a time, each after `delay_s`."""
+async def _serial_server(delay_s: float, status: int = 200,
+                         hang_up: bool = False) -> asyncio.Server:
+    """A loopback server that answers one request at a time, each after `delay_s`; with
+    `hang_up` it closes the connection after each answer without saying so."""
     lock = asyncio.Lock()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -36,15 +38,19 @@ async def _serial_server(delay_s: float, status: int = 200) -> asyncio.Server:
                 writer.write(b"HTTP/1.1 %d X\r\ncontent-length: %d\r\n\r\n%s"
                              % (status, len(body), body))
                 await writer.drain()
+                if hang_up:
+                    break
         except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
+            pass
+        writer.close()
 
     return await asyncio.start_server(handle, "127.0.0.1", 0)
 
 
-def _load(delay_s: float, rate: float, seconds: float, status: int = 200) -> dict[str, object]:
+def _load(delay_s: float, rate: float, seconds: float, status: int = 200,
+          hang_up: bool = False) -> dict[str, object]:
     async def go() -> dict[str, object]:
-        server = await _serial_server(delay_s, status)
+        server = await _serial_server(delay_s, status, hang_up)
         port = server.sockets[0].getsockname()[1]
         async with server:
             res = await run_load("127.0.0.1", port, "/v1/chat/completions",
@@ -69,6 +75,12 @@ def test_an_instant_server_keeps_up_with_the_schedule() -> None:
     assert s["ok"] == 100 and s["errors"] == 0
     assert 90 <= s["achieved_rps"] <= 101  # type: ignore[operator]
     assert s["p50_ms"] < 20  # type: ignore[operator]
+
+
+def test_a_server_that_hangs_up_between_requests_is_not_an_error() -> None:
+    # keep-alive clients meet connections the server has closed; the generator reconnects
+    s = _load(0.0, rate=50, seconds=0.6, hang_up=True)
+    assert s["ok"] == 30 and s["errors"] == 0
 
 
 def test_error_statuses_are_counted_not_timed() -> None:
