@@ -57,6 +57,22 @@ def render_aim(a: dict[str, Any]) -> str:
             f"≤ 15 ms p99, below LiteLLM, 0 errors): {verdict} ({checks}).")
 
 
+def render_capacity(rows: Sequence[dict[str, Any]]) -> str:
+    """The most answers per second each gateway gave in any non-streamed row (a saturated
+    row shows the ceiling of one process on this machine)."""
+    best: dict[str, float] = {}
+    for r in rows:
+        if r["target"] != "direct" and not r["stream"]:
+            best[r["target"]] = max(best.get(r["target"], 0.0), r["achieved_rps"])
+    if not best:
+        return ""
+    return ("Most answers per second achieved in any row (one process): " +
+            ", ".join(f"{k} {v:g}" for k, v in best.items()) +
+            "; a row asking more queues (its latency counts the wait) and what is still "
+            "unanswered 10 s after its last request was due is counted as an error "
+            "(`unfinished`).")
+
+
 def render_soak(s: dict[str, Any] | None) -> str:
     if not s:
         return "Not run."
@@ -115,7 +131,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     parts += ["", "## Latency by target and rate", "", render_table(plain), "",
               "## Overhead over the direct call", "", render_overhead(
                   [o for o in doc["overhead"] if o["target"] != "semroute-llama"]), "",
-              "## Aim", "", render_aim(doc["aim"]), ""]
+              "## Aim", "", render_aim(doc["aim"]), "", render_capacity(plain), ""]
     if llama:
         parts += ["## The local model end to end (llama-server, SmolLM2-135M)", "",
                   "`semroute-llama` is `semroute serve` with every model on the local "
