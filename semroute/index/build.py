@@ -46,6 +46,7 @@ from semroute.encoders import (
     resolve_model_path,
 )
 from semroute.errors import CorruptIndexError, IndexNotFoundError, StaleIndexError
+from semroute.files import fsync_path, write_synced
 from semroute.index.manifest import (
     BUILD_ID,
     FORMAT_VERSION,
@@ -112,7 +113,7 @@ def _build_lock(index_dir: Path) -> Iterator[None]:
     """Hold the index folder's build lock: builders of one folder run one after the other."""
     if not index_dir.is_dir():
         index_dir.mkdir(parents=True, exist_ok=True)
-        _fsync_path(index_dir.parent)
+        fsync_path(index_dir.parent)
     with (index_dir / ".lock").open("a") as f:  # "a": never truncates an existing file
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
@@ -121,29 +122,12 @@ def _build_lock(index_dir: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _fsync_write(path: Path, data: bytes) -> None:
-    """Write a file and flush it to disk."""
-    with path.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_path(path: Path) -> None:
-    """Flush a file's or a folder's data and metadata (a folder's: its entries) to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(root: Path) -> None:
     """fsync every file under `root`, then every folder, deepest first, `root` last."""
     for dirpath, _dirs, files in os.walk(root, topdown=False):
         for name in files:
-            _fsync_path(Path(dirpath) / name)
-        _fsync_path(Path(dirpath))
+            fsync_path(Path(dirpath) / name)
+        fsync_path(Path(dirpath))
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -320,12 +304,12 @@ def build_index(routes: RouteSet | str | Path = "routes", out: str | Path = "ind
             _fsync_tree(tmp)  # every byte of the build is on disk ...
             tmp.rename(final)
             made = final
-            _fsync_path(index_dir)  # ... and so is its name, before CURRENT names it
+            fsync_path(index_dir)  # ... and so is its name, before CURRENT names it
             pointer = index_dir / f"{POINTER_PREFIX}{build_id}"
-            _fsync_write(pointer, build_id.encode())
+            write_synced(pointer, build_id.encode())
             os.replace(pointer, index_dir / "CURRENT")
             switched = True
-            _fsync_path(index_dir)
+            fsync_path(index_dir)
             timings["write"] = time.perf_counter() - t2
         except BaseException:
             if not switched:  # nothing refers to the new build: remove it, the old one serves

@@ -10,13 +10,13 @@ fitted on an earlier build are not applied (unless asked to) until `semroute fit
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from semroute.errors import CorruptIndexError
+from semroute.files import write_atomic
 
 CALIBRATION_FILE = "calibration.json"
 # What to do with a calibration fitted on another build: ignore it (keep the label-free
@@ -59,15 +59,9 @@ def load_calibration(index_dir: str | Path) -> Calibration | None:
 
 
 def save_calibration(index_dir: str | Path, calibration: Calibration) -> Path:
-    """Write atomically: a temporary file in the same folder, fsync, then rename."""
-    path = calibration_path(index_dir)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    with tmp.open("wb") as f:
-        f.write(calibration.model_dump_json(indent=2).encode())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    """Write atomically and durably (`files.write_atomic`)."""
+    return write_atomic(calibration_path(index_dir),
+                        calibration.model_dump_json(indent=2).encode())
 
 
 def calibration_for(index_dir: str | Path, build_id: str, *, stale: StalePolicy = "ignore"

@@ -9,7 +9,6 @@ router then serves each route's static `model` and its Decision says so.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from semroute.encoders import Fingerprint
 from semroute.errors import OutcomeStoreError
+from semroute.files import write_atomic
 from semroute.outcomes.predict import (
     KnnSettings,
     LinearBase,
@@ -95,20 +95,8 @@ def load_fitted(path: str | Path) -> FittedTargets | None:
 
 
 def save_fitted(path: str | Path, fitted: FittedTargets) -> Path:
-    """Write atomically: a temporary file in the same folder, fsync, rename, fsync the folder."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as f:
-        f.write(json.dumps(fitted.model_dump(), indent=2).encode())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return path
+    """Write atomically and durably (`files.write_atomic`)."""
+    return write_atomic(path, json.dumps(fitted.model_dump(), indent=2).encode())
 
 
 @dataclass(frozen=True)
