@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from semroute.dispatching import Dispatcher
-from semroute.dispatching.prescore import Prescorer
+from semroute.dispatching.background import BackgroundWorker
 from tests.conftest_llm import MakeFaultServer
 from tests.dispatch_support import dispatcher_factory, entry, live_openai, shared_index
 from tests.support.llm_server import LLMServer
@@ -86,7 +86,7 @@ def test_a_streamed_reply_is_scored_once_its_stream_completes(
 
 def test_a_full_queue_drops_jobs_without_blocking_and_a_failing_job_is_counted() -> None:
     gate = threading.Event()
-    p = Prescorer(max_queued=1)
+    p = BackgroundWorker("test", "a test job", max_queued=1)
     assert p.submit(gate.wait)  # the worker blocks on this one
     while p.submit(lambda: None):  # fill the queue behind it
         pass
@@ -108,7 +108,7 @@ def test_close_lets_the_running_job_finish_drops_the_queued_ones_and_stops_the_w
         release.wait(5)
         ran.append("slow")
 
-    p = Prescorer(max_queued=4)
+    p = BackgroundWorker("test", "a test job", max_queued=4)
     p.submit(slow)
     assert p.running
     started.wait(5)
@@ -116,5 +116,5 @@ def test_close_lets_the_running_job_finish_drops_the_queued_ones_and_stops_the_w
     threading.Timer(0.2, release.set).start()
     p.close()
     assert ran == ["slow"] and p.dropped == 1
-    assert not p.submit(lambda: None), "a closed prescorer takes no more jobs"
+    assert not p.submit(lambda: None), "a closed worker takes no more jobs"
     assert not p.running

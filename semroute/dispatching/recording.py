@@ -5,19 +5,16 @@ A step whose answer passed every gate scores 1.0 (source `gate`), or the judge's
 (source `judge`) when a judge passed it; a gated-out answer scores 0.0 (`gate`), or the judge's
 score / 10 when the judge gated it out. The last step is never gated: it records nothing. The
 records, the query's vector (from the query cache: the router just encoded it) and the route
-are written on one background thread through a bounded queue: the caller never waits, and a
-failing store costs no answer (failures are counted and logged as warnings).
+are written by a `BackgroundWorker` (background.py): the caller never waits, and a failing
+store costs no answer (failures are counted and logged as warnings).
 """
 
 from __future__ import annotations
 
-import logging
-import queue
-import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from semroute.dispatching.background import BackgroundWorker
 from semroute.encoders import Fingerprint, QueryCache
 from semroute.outcomes import OutcomeRecord, OutcomeStore, text_features, text_hash
 
@@ -25,7 +22,6 @@ if TYPE_CHECKING:
     from semroute.dispatching.cascade import CascadeOutcome
     from semroute.routing import Decision
 
-logger = logging.getLogger("semroute.dispatching.recording")
 QUEUE_SIZE = 256
 
 
@@ -53,39 +49,37 @@ def gate_records(request_id: str, decision: Decision,
 
 
 class OutcomeRecorder:
-    """Writes gate outcomes to one outcomes store from one background thread."""
+    """Writes gate outcomes to one outcomes store from a `BackgroundWorker`."""
 
     def __init__(self, path: str | Path, cache: QueryCache,
                  max_queued: int = QUEUE_SIZE) -> None:
         self.path = Path(path)
         self.cache = cache
         self.fingerprint = Fingerprint.of(cache.encoder)
-        self._jobs: queue.Queue[Callable[[], None]] = queue.Queue(max_queued)
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self.worker = BackgroundWorker(
+            "semroute-outcomes", f"recording cascade outcomes in {self.path} (the answer was "
+            "served, the outcome is lost)", max_queued)
         self._store: OutcomeStore | None = None
-        self.written = 0
-        self.failed = 0
-        self.dropped = 0
+
+    @property
+    def written(self) -> int:
+        """Requests whose outcomes were written."""
+        return self.worker.done
+
+    @property
+    def failed(self) -> int:
+        """Requests whose outcomes could not be written (each logged as a warning)."""
+        return self.worker.failed
+
+    @property
+    def dropped(self) -> int:
+        """Requests whose outcomes were dropped because the queue was full."""
+        return self.worker.dropped
 
     def submit(self, request_id: str, decision: Decision, cascade: CascadeOutcome) -> bool:
-        """Queue the cascade's outcomes; False (counted in `dropped`) when the queue is full."""
+        """Queue the cascade's outcomes; False when there are none or the queue is full."""
         records = gate_records(request_id, decision, cascade)
-        if not records:
-            return False
-        try:
-            self._jobs.put_nowait(lambda: self.write(decision.query, records))
-        except queue.Full:
-            with self._lock:
-                self.dropped += 1
-            logger.warning("outcome recording queue is full: %d records dropped", len(records))
-            return False
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self.run, name="semroute-outcomes",
-                                                daemon=True)
-                self._thread.start()
-        return True
+        return bool(records) and self.worker.submit(lambda: self.write(decision.query, records))
 
     def write(self, query: str, records: list[OutcomeRecord]) -> None:
         """Store the records and the query's vector in one transaction (worker thread)."""
@@ -97,24 +91,9 @@ class OutcomeRecorder:
             tx.put_vectors(self.fingerprint, [records[0].text_hash], vectors)
             tx.put_features([records[0].text_hash], text_features([query]))
 
-    def run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            try:
-                job()
-                with self._lock:
-                    self.written += 1
-            except Exception as exc:
-                with self._lock:
-                    self.failed += 1
-                logger.warning("recording cascade outcomes in %s failed (%s); the answer was "
-                               "served, the outcome is lost", self.path, exc)
-            finally:
-                self._jobs.task_done()
-
     def join(self) -> None:
         """Wait until every queued write has run (tests and benchmarks use this)."""
-        self._jobs.join()
+        self.worker.join()
 
     def close(self) -> None:
         """Close the store connection (queued writes finish first)."""

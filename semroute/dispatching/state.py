@@ -19,8 +19,8 @@ from semroute.config import (
     SharedStateSettings,
     StickinessSettings,
 )
+from semroute.dispatching.background import BackgroundWorker
 from semroute.dispatching.cooldowns import Cooldowns
-from semroute.dispatching.prescore import Prescorer
 from semroute.dispatching.recording import OutcomeRecorder
 from semroute.policies import Budgets, Stickiness
 from semroute.providers import Provider, make_provider
@@ -37,7 +37,8 @@ class DispatchState:
     include_query: bool
     rng: random.Random
     stickiness: Stickiness | None = None
-    prescorer: Prescorer = field(default_factory=Prescorer)
+    prescorer: BackgroundWorker = field(default_factory=lambda: BackgroundWorker(
+        "semroute-prescore", "pre-scoring an assistant reply"))
     budgets: Budgets = field(default_factory=lambda: Budgets(BudgetSettings(), None))
     recorder: OutcomeRecorder | None = None  # cascade outcomes to the store (router.outcomes)
     shared: SharedState = field(default_factory=lambda: SharedState(SharedStateSettings()))

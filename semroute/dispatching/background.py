@@ -1,11 +1,10 @@
-"""Assistant replies scored in the background as they are produced, so that the next turn of a
-chat finds them in the router's per-turn cache and its decision encodes only the new turn.
+"""Work done after the caller has its answer: pre-scoring a chat reply for the conversation's
+next turn, recording cascade outcomes in the outcomes store.
 
-One daemon worker thread and a bounded queue: the caller never waits, a full queue drops the
-job (counted), and a failing job is logged and counted, never raised. It is a cache warm-up:
-a dropped job only means the next decision encodes the reply itself. At interpreter exit the
-worker is stopped after its current job (an encoder torn down mid-call would abort the process);
-queued jobs are dropped.
+`BackgroundWorker`: one daemon thread and a bounded queue. The caller never waits, a full
+queue drops the job (counted), and a failing job is logged and counted, never raised: the
+answer is already served. At interpreter exit a worker is stopped after its current job (an
+encoder torn down mid-call would abort the process); queued jobs are dropped.
 """
 
 from __future__ import annotations
@@ -18,17 +17,20 @@ import threading
 import weakref
 from collections.abc import Callable
 
-logger = logging.getLogger("semroute.dispatching.prescore")
+logger = logging.getLogger("semroute.dispatching.background")
 
 QUEUE_SIZE = 64
 STOP_WAIT_S = 5.0
-_LIVE: weakref.WeakSet[Prescorer] = weakref.WeakSet()
+_LIVE: weakref.WeakSet[BackgroundWorker] = weakref.WeakSet()
 
 
-class Prescorer:
-    """Runs small warm-up jobs (`Router.prescore` of a reply) on one background thread."""
+class BackgroundWorker:
+    """Runs jobs on one background thread named `name`; `what` says in a failure's log line
+    what was lost. Counts `done`, `failed` and `dropped` jobs."""
 
-    def __init__(self, max_queued: int = QUEUE_SIZE) -> None:
+    def __init__(self, name: str, what: str, max_queued: int = QUEUE_SIZE) -> None:
+        self.name = name
+        self.what = what
         self._jobs: queue.Queue[Callable[[], object]] = queue.Queue(max_queued)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -74,7 +76,7 @@ class Prescorer:
     def _start(self) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="semroute-prescore",
+                self._thread = threading.Thread(target=self._run, name=self.name,
                                                 daemon=True)
                 self._thread.start()
                 _LIVE.add(self)
@@ -93,7 +95,7 @@ class Prescorer:
             except Exception:
                 with self._lock:
                     self.failed += 1
-                logger.warning("pre-scoring an assistant reply failed", exc_info=True)
+                logger.warning("%s failed", self.what, exc_info=True)
             finally:
                 self._jobs.task_done()
 
