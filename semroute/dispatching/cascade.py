@@ -27,6 +27,7 @@ from semroute.config import GateSpec, ModelSpec, Route, RouterSettings, Usage
 from semroute.dispatching.attempts import Attempt
 from semroute.dispatching.chain import Answered, call_chain
 from semroute.dispatching.gates import CONFIDENCE_INSTRUCTION, Check, check, parse_confidence
+from semroute.dispatching.parallel import JUDGE_ANSWER_CHARS, JUDGE_MAX_TOKENS
 from semroute.dispatching.state import DispatchState
 from semroute.errors import AllModelsFailedError, ProviderError
 from semroute.providers import AsyncStream, Completion, Message, Plan, Stream
@@ -39,8 +40,6 @@ JUDGE_SYSTEM = (
     "off-topic, empty or a refusal. Reply with the score only."
 )
 JUDGE_LABELS = [str(n) for n in range(1, 11)]
-JUDGE_MAX_TOKENS = 24  # room for the JSON form {"label": "10"} of constrained output
-JUDGE_ANSWER_CHARS = 4000
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ JUDGE_SYSTEM = (
     "Choose the ONE answer that best serves the request: correct, complete, clear. Reply with "
     "its number only."
 )
-JUDGE_MAX_TOKENS = 24
+JUDGE_MAX_TOKENS = 24  # room for the JSON form {"label": "10"} of constrained output
 JUDGE_ANSWER_CHARS = 4000  # each answer is cut to this for the judge (its context is finite)
 
 
