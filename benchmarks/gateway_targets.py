@@ -20,20 +20,12 @@ from typing import Any
 import yaml
 
 from benchmarks import gateway_load
+from tests.support.llm_server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 LITELLM_VENV = Path(os.environ.get("SEMROUTE_LITELLM_VENV", "/work/venv-litellm"))
 EXAMPLE_ROUTES = REPO / "routes"
 CLIENT_KEY = gateway_load.CLIENT_KEY  # what the load generator presents to every target
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
