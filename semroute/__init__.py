@@ -55,6 +55,7 @@ _EXPORTS = {
     "OnnxBackendError": "semroute.errors",
     "OutcomeDataError": "semroute.errors",
     "OutcomeStoreError": "semroute.errors",
+    "UnknownRequestError": "semroute.errors",
     "ProviderError": "semroute.errors",
     "QueryError": "semroute.errors",
     "RetryableProviderError": "semroute.errors",
@@ -101,6 +102,7 @@ __all__ = [
     "StoreUnavailableError",
     "StreamInterruptedError",
     "TurnWeight",
+    "UnknownRequestError",
     "UnknownStepError",
     "__version__",
     "adispatch",
@@ -159,6 +161,7 @@ if TYPE_CHECKING:
         StaleIndexError,
         StoreUnavailableError,
         StreamInterruptedError,
+        UnknownRequestError,
         UnknownStepError,
     )
     from semroute.index import BuildReport, build_index

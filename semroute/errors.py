@@ -70,6 +70,14 @@ class OutcomeStoreError(SemrouteError):
     a record with an invalid field; the message names the file or the field."""
 
 
+class UnknownRequestError(OutcomeStoreError, KeyError):
+    """Feedback named a request id the outcomes store has no logged request for (never
+    logged, logged elsewhere, or `router.outcomes.log_requests` is off)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class InfeasibleTargetError(SemrouteError):
     """No thresholds let the index decide anything at the requested misroute rate."""
 

@@ -85,8 +85,9 @@ def test_a_store_of_another_schema_version_is_refused(tmp_path: Path) -> None:
     OutcomeStore(tmp_path / "o.db").close()
     with sqlite3.connect(tmp_path / "o.db") as c:
         c.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-    with pytest.raises(OutcomeStoreError, match=r"o\.db: outcomes store schema version 99, "
-                                                r"but this semroute reads version 2"):
+    refused = (r"o\.db: outcomes store schema version 99, but this semroute reads version "
+               f"{SCHEMA_VERSION}")
+    with pytest.raises(OutcomeStoreError, match=refused):
         OutcomeStore(tmp_path / "o.db")
 
 

@@ -126,7 +126,8 @@ def format_stats(d: dict[str, Any]) -> str:
 
     lines = [f"store    {d['path']} (schema {d['schema_version']})",
              f"records  {d['records']} over {d['texts']} texts; sources: "
-             + (", ".join(f"{k} {v}" for k, v in d["sources"].items()) or "-")]
+             + (", ".join(f"{k} {v}" for k, v in d["sources"].items()) or "-"),
+             "journal  " + ", ".join(f"{v} {k}" for k, v in d["journal"].items())]
     if d["models"]:
         width = max(len(m["model"]) for m in d["models"])
         lines += ["", f"{'model':<{width}}  records  mean score  mean cost $"]

@@ -1,7 +1,8 @@
 """Outcomes: which model did how well, at what cost, on which query. Reading labelled outcome
 files (`formats.py`), the records (`records.py`), the SQLite store of records and query
 vectors (`store.py`, its writes in `writing.py`), importing a file into it in one
-transaction (`importing.py`), predicting each model's quality on a query from its nearest
+transaction (`importing.py`), the learning loop's journal of answered requests, feedback and
+shadow verdicts (`journal.py`), predicting each model's quality on a query from its nearest
 outcomes (`predict.py`), the runtime tiers built on it (`tiers.py`) and measuring cost
 against quality (`metrics.py`)."""
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from semroute.outcomes.formats import FORMS, OutcomeTable, read_outcome_file
 from semroute.outcomes.importing import ImportSummary, import_file
+from semroute.outcomes.journal import FeedbackEntry, LoggedRequest, ShadowVerdict
 from semroute.outcomes.metrics import (
     Curve,
     OperatingPoints,
@@ -21,7 +23,8 @@ from semroute.outcomes.metrics import (
 )
 from semroute.outcomes.predict import KnnSettings, Prediction, QualityPredictor, text_features
 from semroute.outcomes.records import SOURCES, OutcomeRecord, encoder_key, text_hash
-from semroute.outcomes.store import SCHEMA_VERSION, OutcomeMatrix, OutcomeStore, store_path
+from semroute.outcomes.schema import SCHEMA_VERSION
+from semroute.outcomes.store import OutcomeMatrix, OutcomeStore, store_path
 from semroute.outcomes.tiers import (
     ALL_ROUTES,
     TIERS_FILE,
@@ -44,10 +47,12 @@ __all__ = [
     "SOURCES",
     "TIERS_FILE",
     "Curve",
+    "FeedbackEntry",
     "FittedTarget",
     "FittedTargets",
     "ImportSummary",
     "KnnSettings",
+    "LoggedRequest",
     "OperatingPoints",
     "OutcomeMatrix",
     "OutcomeRecord",
@@ -55,6 +60,7 @@ __all__ = [
     "OutcomeTable",
     "Prediction",
     "QualityPredictor",
+    "ShadowVerdict",
     "TierModel",
     "TierPredictor",
     "Writer",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +20,17 @@ import numpy as np
 
 from semroute.encoders import Fingerprint
 from semroute.errors import OutcomeStoreError
+from semroute.outcomes.journal import (
+    FeedbackEntry,
+    LoggedRequest,
+    ShadowVerdict,
+    read_feedback,
+    read_request,
+    read_requests,
+    read_shadow,
+)
 from semroute.outcomes.records import OutcomeRecord, encoder_key
+from semroute.outcomes.schema import SCHEMA_VERSION, check_schema
 from semroute.outcomes.writing import CHUNK, FEATURES, Writer
 
 if TYPE_CHECKING:
@@ -29,32 +38,8 @@ if TYPE_CHECKING:
 
     from semroute.config import RouteSet
 
-SCHEMA_VERSION = 2  # 2: texts.features (version 1 files are migrated on open)
-KIND = "semroute-outcomes"
 BUSY_TIMEOUT_S = 30.0
 MMAP_BYTES = 1 << 30  # address space only; pages come from the OS cache
-SCHEMA = """
-CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE texts(id INTEGER PRIMARY KEY, hash TEXT NOT NULL UNIQUE, text TEXT,
-    features BLOB);
-CREATE TABLE encoders(id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
-    backend TEXT NOT NULL, dim INTEGER NOT NULL, weights_hash TEXT NOT NULL);
-CREATE TABLE vectors(id INTEGER PRIMARY KEY,
-    encoder_id INTEGER NOT NULL REFERENCES encoders(id),
-    text_id INTEGER NOT NULL REFERENCES texts(id), vector BLOB NOT NULL,
-    UNIQUE (encoder_id, text_id));
-CREATE TABLE datasets(id TEXT PRIMARY KEY, name TEXT NOT NULL, path TEXT NOT NULL,
-    form TEXT NOT NULL, examples INTEGER NOT NULL, records INTEGER NOT NULL,
-    dropped INTEGER NOT NULL, ts REAL NOT NULL);
-CREATE TABLE records(id INTEGER PRIMARY KEY, text_id INTEGER NOT NULL REFERENCES texts(id),
-    route TEXT, model TEXT NOT NULL, score REAL NOT NULL CHECK (score BETWEEN 0 AND 1),
-    source TEXT NOT NULL CHECK (source IN ('gate', 'judge', 'feedback', 'imported')),
-    cost_usd REAL CHECK (cost_usd IS NULL OR cost_usd >= 0), latency_ms REAL,
-    ts REAL NOT NULL, request_id TEXT, dataset TEXT REFERENCES datasets(id), category TEXT);
-CREATE INDEX records_text ON records(text_id, model);
-CREATE INDEX records_model ON records(model, ts);
-CREATE INDEX records_dataset ON records(dataset);
-"""
 RECORD_COLUMNS = ("r.id, t.hash, r.model, r.score, r.source, r.route, r.cost_usd, "
                   "r.latency_ms, r.ts, r.request_id, r.dataset, r.category")
 
@@ -146,54 +131,9 @@ class OutcomeStore:
         return conn
 
     def check_schema(self, conn: sqlite3.Connection) -> None:
-        """Create the schema in an empty file; refuse other files and other versions. Only
-        creating takes the write lock: opening never waits for another process's import."""
-        def tables() -> set[str]:
-            return {r[0] for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
-
-        if not tables():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if not tables():  # nobody created it meanwhile
-                    for statement in SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.executemany("INSERT INTO meta VALUES (?, ?)",
-                                     [("kind", KIND), ("schema_version", str(SCHEMA_VERSION)),
-                                      ("created", str(time.time()))])
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        meta = dict(conn.execute("SELECT key, value FROM meta")) if "meta" in tables() else {}
-        if meta.get("kind") != KIND:
-            raise OutcomeStoreError(f"{self.path}: an SQLite file, but not a semroute outcomes "
-                                    f"store: give another --store path")
-        if meta.get("schema_version") == "1":
-            meta["schema_version"] = self.migrate_v1(conn)
-        if meta.get("schema_version") != str(SCHEMA_VERSION):
-            raise OutcomeStoreError(
-                f"{self.path}: outcomes store schema version {meta.get('schema_version')}, but "
-                f"this semroute reads version {SCHEMA_VERSION}: open it with the semroute that "
-                f"wrote it, or move it aside and import the outcome files again")
-
-    def migrate_v1(self, conn: sqlite3.Connection) -> str:
-        """Version 1 -> 2: add `texts.features` (the texts already stored keep NULL there, so
-        tiers over them run without the feature line until they are imported again)."""
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'"
-                                   ).fetchone()[0]
-            if version == "1":  # nobody migrated it meanwhile
-                conn.execute("ALTER TABLE texts ADD COLUMN features BLOB")
-                conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
-                             (str(SCHEMA_VERSION),))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return str(SCHEMA_VERSION)
+        """Create the schema in an empty file, migrate older versions, refuse other files and
+        newer versions. Only creating and migrating take the write lock."""
+        check_schema(conn, self.path)
 
     def close(self) -> None:
         """Close every thread's connection; the store cannot be used afterwards."""
@@ -276,6 +216,27 @@ class OutcomeStore:
                               source=row[4], route=row[5], cost_usd=row[6], latency_ms=row[7],
                               ts=row[8], request_id=row[9], dataset=row[10], category=row[11])
                 for row in self.connection().execute(sql, params)]
+
+    def request(self, request_id: str) -> LoggedRequest | None:
+        """The logged request with this id (its text only if the store kept it), or None."""
+        return read_request(self.connection(), request_id)
+
+    def requests(self, *, since: float | None = None, until: float | None = None,
+                 route: str | None = None, method: str | None = None,
+                 limit: int | None = None) -> list[LoggedRequest]:
+        """Logged requests in time order, filtered by time window [since, until), route and
+        decision method."""
+        return read_requests(self.connection(), since, until, route, method, limit)
+
+    def feedback(self, *, request_id: str | None = None, since: float | None = None,
+                 until: float | None = None) -> list[FeedbackEntry]:
+        """Feedback entries in the order given, for one request or a time window."""
+        return read_feedback(self.connection(), request_id, since, until)
+
+    def shadow(self, *, route: str | None = None, since: float | None = None,
+               until: float | None = None) -> list[ShadowVerdict]:
+        """Shadow verdicts in the order written, for one route or all, in a time window."""
+        return read_shadow(self.connection(), route, since, until)
 
     def encoder_row(self, fingerprint: Fingerprint | str) -> tuple[int, int] | None:
         """(id, dim) of an encoder's vectors, None when the store has none."""
@@ -388,6 +349,8 @@ class OutcomeStore:
             "texts": c.execute("SELECT COUNT(*) FROM texts").fetchone()[0],
             "models": models,
             "sources": dict(c.execute("SELECT source, COUNT(*) FROM records GROUP BY source")),
+            "journal": {t: c.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                        for t in ("requests", "feedback", "shadow")},
             "encoders": [{"encoder": k, "vectors": n} for k, n in c.execute(
                 "SELECT e.key, COUNT(v.text_id) FROM encoders e LEFT JOIN vectors v "
                 "ON v.encoder_id = e.id GROUP BY e.id ORDER BY e.id")],

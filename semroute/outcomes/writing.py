@@ -3,6 +3,7 @@ records and import entries (`OutcomeStore.transaction` yields a `Writer`)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
@@ -11,6 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from semroute.encoders import Fingerprint
+from semroute.errors import UnknownRequestError
+from semroute.outcomes.journal import FeedbackEntry, LoggedRequest, ShadowVerdict, check
 from semroute.outcomes.records import OutcomeRecord, check_vectors, encoder_key
 
 if TYPE_CHECKING:
@@ -93,3 +96,44 @@ class Writer:
         self.conn.execute("INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                           (dataset_id, name, path, form, examples, records, dropped,
                            time.time()))
+
+    def log_requests(self, rows: Sequence[LoggedRequest],
+                     texts: Mapping[str, str] | None = None) -> None:
+        """Journal answered requests (checked first); a request id already logged is kept as
+        it was. `texts` (hash -> query) is stored only when given."""
+        for r in rows:
+            check(r)
+        hashes = [r.text_hash for r in rows if r.text_hash is not None]
+        ids = dict(zip(hashes, self.ids(hashes, texts), strict=True)) if hashes else {}
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO requests(request_id, ts, text_id, route, method, model, "
+            "score, margin, cost_usd, latency_ms, conversation) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ((r.request_id, r.ts, ids.get(r.text_hash) if r.text_hash else None, r.route,
+              r.method, r.model, r.score, r.margin, r.cost_usd, r.latency_ms, r.conversation)
+             for r in rows))
+
+    def add_feedback(self, entry: FeedbackEntry) -> int:
+        """Store feedback on a logged request; `UnknownRequestError` when it was never logged."""
+        check(entry)
+        if self.conn.execute("SELECT 1 FROM requests WHERE request_id = ?",
+                             (entry.request_id,)).fetchone() is None:
+            raise UnknownRequestError(
+                f"unknown request id {entry.request_id!r}: no request with this id is logged in "
+                f"the outcomes store (feedback needs router.outcomes.log_requests: true, and "
+                f"the id from Response.request_id or the x-semroute-request-id header)")
+        cur = self.conn.execute(
+            "INSERT INTO feedback(request_id, ts, score, label, note) VALUES (?, ?, ?, ?, ?)",
+            (entry.request_id, entry.ts, entry.score, entry.label, entry.note))
+        return int(cur.lastrowid or 0)
+
+    def add_shadow(self, verdict: ShadowVerdict) -> int:
+        """Store a shadow evaluation's verdict (checked first)."""
+        check(verdict)
+        cur = self.conn.execute(
+            "INSERT INTO shadow(request_id, ts, route, model, reference, judge, score, "
+            "verdicts, cost_usd, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (verdict.request_id, verdict.ts, verdict.route, verdict.model, verdict.reference,
+             verdict.judge, float(verdict.score), json.dumps(list(verdict.verdicts)),
+             verdict.cost_usd, verdict.latency_ms))
+        return int(cur.lastrowid or 0)
