@@ -23,7 +23,7 @@ PACKAGE = Path(semroute.__file__).parent
 # Bottom to top. A module may import from its own layer or below, never above
 # (ARCHITECTURE.md, "Layers").
 LAYERS: list[set[str]] = [
-    {"_version", "errors", "files"},
+    {"_version", "errors", "files", "ids"},
     {"config"},
     {"encoders", "state", "telemetry"},
     {"index", "outcomes"},

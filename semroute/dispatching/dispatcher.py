@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -42,6 +41,7 @@ from semroute.errors import (
     NoRouteError,
     ProviderError,
 )
+from semroute.ids import new_id
 from semroute.outcomes import store_path
 from semroute.policies import Budgets, Grant, Placement
 from semroute.providers import (
@@ -154,7 +154,7 @@ class Dispatcher:
               ids: tuple[str | None, str | None] = (None, None),
               asked: Asked = NOTHING_ASKED) -> Plan[Response]:
         t0 = time.perf_counter()
-        request_id = uuid.uuid4().hex
+        request_id = new_id()
         messages = as_messages(request)
         turn = latest_user_turn(messages)
         # the latest turn, in the context of the conversation; rules see request metadata

@@ -12,9 +12,11 @@ import re
 from typing import Any
 
 import anthropic
+from anthropic.types import Message as AnthropicMessage
+from anthropic.types import RawMessageStreamEvent
 
 from semroute.config import Usage
-from semroute.providers.base import Provider
+from semroute.providers.base import Provider, post_arguments
 from semroute.providers.errors import SdkErrors
 from semroute.providers.request import (
     ChatRequest,
@@ -24,6 +26,7 @@ from semroute.providers.request import (
 )
 from semroute.providers.streaming import StreamDelta
 
+MESSAGES_PATH = "/v1/messages"
 TOOL_NAME = "choose_label"
 DATA_URL = re.compile(r"data:(?P<media_type>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.DOTALL)
 FINISH = {
@@ -36,7 +39,8 @@ FINISH = {
 
 
 class AnthropicProvider(Provider[anthropic.Anthropic, anthropic.AsyncAnthropic]):
-    """Messages through the official `anthropic` SDK."""
+    """Messages through the official `anthropic` SDK (its generic `post`, with the SDK's own
+    response and stream types: see `post_arguments`)."""
 
     name = "anthropic"
     default_key_env = "ANTHROPIC_API_KEY"
@@ -86,10 +90,16 @@ class AnthropicProvider(Provider[anthropic.Anthropic, anthropic.AsyncAnthropic])
         return merge_extra(kwargs, request.extra)
 
     def _create(self, client: anthropic.Anthropic, kwargs: dict[str, Any]) -> Any:
-        return client.messages.create(**kwargs)
+        body, options = post_arguments(kwargs)
+        return client.post(MESSAGES_PATH, body=body, options=options, cast_to=AnthropicMessage,
+                           stream=bool(body.get("stream")),
+                           stream_cls=anthropic.Stream[RawMessageStreamEvent])
 
     async def _acreate(self, client: anthropic.AsyncAnthropic, kwargs: dict[str, Any]) -> Any:
-        return await client.messages.create(**kwargs)
+        body, options = post_arguments(kwargs)
+        return await client.post(MESSAGES_PATH, body=body, options=options,
+                                 cast_to=AnthropicMessage, stream=bool(body.get("stream")),
+                                 stream_cls=anthropic.AsyncStream[RawMessageStreamEvent])
 
     def _parse(self, response: Any) -> tuple[str, str | None, Usage, str | None]:
         parts: list[str] = []

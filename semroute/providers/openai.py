@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from semroute.config import Usage
-from semroute.providers.base import Provider
+from semroute.providers.base import Provider, post_arguments
 from semroute.providers.errors import SdkErrors
 from semroute.providers.request import (
     ChatRequest,
@@ -23,9 +24,12 @@ from semroute.providers.request import (
 )
 from semroute.providers.streaming import StreamDelta
 
+CHAT_PATH = "/chat/completions"
+
 
 class OpenAIProvider(Provider[openai.OpenAI, openai.AsyncOpenAI]):
-    """Chat completions through the official `openai` SDK."""
+    """Chat completions through the official `openai` SDK (its generic `post`, with the SDK's
+    own response and stream types: see `post_arguments`)."""
 
     name = "openai"
     default_key_env = "OPENAI_API_KEY"
@@ -75,10 +79,16 @@ class OpenAIProvider(Provider[openai.OpenAI, openai.AsyncOpenAI]):
         return merge_extra(kwargs, request.extra)
 
     def _create(self, client: openai.OpenAI, kwargs: dict[str, Any]) -> Any:
-        return client.chat.completions.create(**kwargs)
+        body, options = post_arguments(kwargs)
+        return client.post(CHAT_PATH, body=body, options=options, cast_to=ChatCompletion,
+                           stream=bool(body.get("stream")),
+                           stream_cls=openai.Stream[ChatCompletionChunk])
 
     async def _acreate(self, client: openai.AsyncOpenAI, kwargs: dict[str, Any]) -> Any:
-        return await client.chat.completions.create(**kwargs)
+        body, options = post_arguments(kwargs)
+        return await client.post(CHAT_PATH, body=body, options=options, cast_to=ChatCompletion,
+                                 stream=bool(body.get("stream")),
+                                 stream_cls=openai.AsyncStream[ChatCompletionChunk])
 
     def _parse(self, response: Any) -> tuple[str, str | None, Usage, str | None]:
         choice = response.choices[0] if response.choices else None
