@@ -1,0 +1,114 @@
+"""A loopback OpenAI-compatible model whose answers are scripted: a fixed answer text, and for
+judge requests (a `response_format` JSON schema constraining a `label`) a label chosen by a
+function of the judge's prompt, so tests can check how verdicts are combined. Optionally slow
+(`delay_s`) or failing (`status`). Used by the shadow-evaluation tests and benchmark."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Judge = Callable[[str], str]
+"""`judge(prompt) -> label`: the label a judge request gets, from its user message."""
+
+
+def always(label: str) -> Judge:
+    """A judge that gives `label` whatever it is shown (pure position bias for "A")."""
+    return lambda prompt: label
+
+
+def prefers(marker: str) -> Judge:
+    """A consistent judge: the answer whose text contains `marker` is better, wherever it is
+    shown; neither or both: tie."""
+    def judge(prompt: str) -> str:
+        a = prompt.split("Answer A:", 1)[1].split("Answer B:", 1)[0]
+        b = prompt.split("Answer B:", 1)[1]
+        in_a, in_b = marker in a, marker in b
+        return "A" if in_a and not in_b else "B" if in_b and not in_a else "tie"
+    return judge
+
+
+@dataclass
+class ScriptedModel:
+    """Answers POST /v1/chat/completions: `answer` as text (3 tokens in, 3 out), or a
+    judge's `{"label": judge(prompt)}` when the request constrains a label."""
+
+    answer: str = "scripted answer"
+    judge: Judge = field(default_factory=lambda: always("tie"))
+    delay_s: float = 0.0
+    status: int = 200
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _httpd: ThreadingHTTPServer | None = field(default=None, repr=False)
+
+    @property
+    def base_url(self) -> str:
+        assert self._httpd is not None, "not started"
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def entry(self, **extra: Any) -> dict[str, Any]:
+        """A catalogue entry pointing at this server (OpenAI SDK), priced 2/8 USD per 1M."""
+        return {"provider": "openai", "model": "scripted", "base_url": f"{self.base_url}/v1",
+                "timeout": 10, "input_price": 2.0, "output_price": 8.0, **extra}
+
+    def judged(self) -> list[dict[str, Any]]:
+        """The judge requests received."""
+        with self._lock:
+            return [b for b in self.requests if b.get("response_format")]
+
+    def reply(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            self.requests.append(body)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.status != 200:
+            return self.status, {"error": {"message": f"scripted fault {self.status}",
+                                           "type": "server_error", "code": str(self.status)}}
+        text = self.answer
+        if body.get("response_format"):
+            prompt = str(body["messages"][-1]["content"])
+            text = json.dumps({"label": self.judge(prompt)})
+        return 200, {"id": "chatcmpl-scripted", "object": "chat.completion", "created": 1,
+                     "model": str(body.get("model")),
+                     "choices": [{"index": 0, "finish_reason": "stop",
+                                  "message": {"role": "assistant", "content": text}}],
+                     "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}}
+
+    def start(self) -> ScriptedModel:
+        model = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+                status, payload = model.reply(json.loads(raw or b"{}"))
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
