@@ -16,6 +16,7 @@ Loopback scripted models throughout (tests/support/scripted_model.py).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -233,3 +234,44 @@ def test_shadow_settings_round_trip_in_yaml(tmp_path: Path) -> None:
     (routes / "models.yaml").write_text(yaml.safe_dump(cat))
     s = load_routes(routes).settings.shadow
     assert (s.rate_for("code"), s.rate_for("step:plan"), s.judge_key) == (0.02, 0.5, "fast")
+
+
+def test_async_dispatch_is_shadowed_and_budgets_never_count_shadow_calls(
+        tmp_path: Path, index: Path, models: Callable[..., ScriptedModel]) -> None:
+    fast, frontier = models(answer="routed"), models(answer="reference", judge=always("B"))
+    routes = write_set(tmp_path / "routes", {"fast": fast.entry(), "frontier": frontier.entry()},
+                       ["fast"], shadow={"rate": 1.0, "reference": "frontier"},
+                       budgets={"store": str(tmp_path / "budgets.db"),
+                                "caps": [{"name": "all", "scope": "route", "period": "day",
+                                          "limit_usd": 1.0}]})
+    d = Dispatcher(load(routes, index, classifier=False))
+    r = asyncio.run(d.adispatch(QUERY))
+    (v,) = verdicts(d)
+    assert v.request_id == r.request_id and v.cost_usd == pytest.approx(3 * CALL_COST)
+    assert d.state.budgets.spent("all", "code") == pytest.approx(CALL_COST), \
+        "the caller's call only"
+
+
+def test_a_cascade_answer_is_shadowed(tmp_path: Path, index: Path,
+                                      models: Callable[..., ScriptedModel]) -> None:
+    cheap, strong = models(answer="cheap answer"), models(answer="strong answer")
+    frontier = models(answer="reference", judge=prefers("reference"))
+    routes = write_set(tmp_path / "routes", {"fast": cheap.entry(), "strong": strong.entry(),
+                                             "frontier": frontier.entry()}, ["fast"],
+                       shadow={"rate": 1.0, "reference": "frontier"},
+                       outcomes={"log_requests": True})
+    for f in routes.glob("*.yaml"):
+        if f.name != "models.yaml":
+            data = yaml.safe_load(f.read_text())
+            data["cascade"] = {"models": ["fast", "strong"], "gates": ["non_empty"]}
+            f.write_text(yaml.safe_dump(data))
+    d = Dispatcher(load(routes, index, classifier=False))
+    r = d.dispatch(QUERY)
+    assert r.model_key == "fast" and r.cascade is not None
+    (v,) = verdicts(d)
+    assert (v.model, v.score) == ("fast", 0.0)
+    assert d.recorder is not None
+    d.recorder.join()
+    with OutcomeStore(d.recorder.path) as store:
+        got = store.request(r.request_id)
+    assert got is not None and got.model == "fast" and got.method == "index"

@@ -1,11 +1,17 @@
 """A loopback OpenAI-compatible model whose answers are scripted: a fixed answer text, and for
 judge requests (a `response_format` JSON schema constraining a `label`) a label chosen by a
 function of the judge's prompt, so tests can check how verdicts are combined. Optionally slow
-(`delay_s`) or failing (`status`). Used by the shadow-evaluation tests and benchmark."""
+(`delay_s`) or failing (`status`). Used by the shadow-evaluation tests and benchmark; as a
+process (`GET /health` answers 200):
+
+    python -m tests.support.scripted_model PORT [--delay S] [--label A]   # prints "ready PORT"
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +48,7 @@ class ScriptedModel:
     judge: Judge = field(default_factory=lambda: always("tie"))
     delay_s: float = 0.0
     status: int = 200
+    port: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _httpd: ThreadingHTTPServer | None = field(default=None, repr=False)
@@ -85,6 +92,10 @@ class ScriptedModel:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self) -> None:
+                super().setup()  # headers and body are two writes: no Nagle delay between
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("content-length") or 0))
                 status, payload = model.reply(json.loads(raw or b"{}"))
@@ -98,10 +109,18 @@ class ScriptedModel:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
+            def do_GET(self) -> None:
+                data = b'{"status": "ok"}'
+                self.send_response(200 if self.path == "/health" else 404)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._httpd.daemon_threads = True
         threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                          daemon=True).start()
@@ -112,3 +131,23 @@ class ScriptedModel:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="a scripted loopback model")
+    ap.add_argument("port", type=int)
+    ap.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    ap.add_argument("--label", default="A", help="what every judge request is answered")
+    ap.add_argument("--answer", default="scripted answer")
+    args = ap.parse_args()
+    model = ScriptedModel(answer=args.answer, judge=always(args.label), delay_s=args.delay,
+                          port=args.port).start()
+    print(f"ready {args.port}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        model.stop()
+
+
+if __name__ == "__main__":
+    main()
