@@ -366,7 +366,7 @@ class Dispatcher:
                 self.recorder.journal(logged_request(r), r.decision.query,
                                       s.outcomes.keep_text, conversation)
             if s.shadow.active:
-                self.shadow.offer(r, s.shadow, partial(
+                (self.state.shadow or self.shadow).offer(r, s.shadow, partial(
                     ShadowJob, r.request_id, r.route, r.model_key, r.text, served.turn,
                     served.messages, served.kwargs, self._spec, s), self.state, self.recorder)
         except Exception:
