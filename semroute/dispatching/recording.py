@@ -111,21 +111,19 @@ class OutcomeRecorder:
         (and its text when `keep_text`); `conversation` computes the hashed conversation id
         off the caller's path. False when the queue is full (counted in `dropped`)."""
         done = threading.Event()
-        with self._lock:
-            self._pending[row.request_id] = done
+        # a dict's set and pop are atomic: no lock the caller could wait on behind the worker
+        self._pending[row.request_id] = done
 
         def job() -> None:
             try:
                 self.write_request(row, query, keep_text, conversation)
             finally:
-                with self._lock:
-                    self._pending.pop(row.request_id, None)
+                self._pending.pop(row.request_id, None)
                 done.set()
 
         if self.worker.submit(job):
             return True
-        with self._lock:
-            self._pending.pop(row.request_id, None)
+        self._pending.pop(row.request_id, None)
         return False
 
     def write_request(self, row: LoggedRequest, query: str, keep_text: bool,
@@ -143,8 +141,7 @@ class OutcomeRecorder:
     def flush(self, request_id: str, timeout: float = FLUSH_WAIT_S) -> None:
         """Wait until the journal write of `request_id` has run, if one is queued (feedback
         right after a dispatch finds its request)."""
-        with self._lock:
-            pending = self._pending.get(request_id)
+        pending = self._pending.get(request_id)
         if pending is not None:
             pending.wait(timeout)
 
