@@ -269,3 +269,19 @@ def test_cli_feedback(tmp_path: Path, index: Path, fault_server: MakeFaultServer
     unknown = subprocess.run([*cmd, "nope", "--score", "1"], capture_output=True, text=True,
                              timeout=120)
     assert unknown.returncode == 2 and "unknown request id 'nope'" in unknown.stderr
+
+
+def test_journal_rows_are_written_in_batches_and_a_backlog_is_bounded(
+        tmp_path: Path, index: Path, fault_server: MakeFaultServer) -> None:
+    d = journalled(tmp_path, index, {"fast": entry("openai", fault_server([200]).base_url)})
+    rec = d.recorder
+    assert rec is not None
+    rec.linger_s, rec.max_rows = 0.3, 5
+    answers = [d.dispatch(QUERY) for _ in range(5)]
+    sixth = d.dispatch(QUERY)
+    assert sixth.text, "a full journal costs no answer"
+    rec.join()
+    assert rec.written == 1 and rec.journalled == 5, "one transaction for the batch"
+    assert rec.dropped == 1
+    with OutcomeStore(rec.path) as store:
+        assert {r.request_id for r in store.requests()} == {r.request_id for r in answers}

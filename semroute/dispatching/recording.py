@@ -13,8 +13,10 @@ store costs no answer (failures are counted and logged as warnings).
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +37,19 @@ if TYPE_CHECKING:
 
 QUEUE_SIZE = 256
 FLUSH_WAIT_S = 10.0
+LINGER_S = 0.02  # journal rows gather this long before one transaction writes them
+MAX_ROWS = 4096  # journal rows waiting at most; more are dropped (counted)
+
+
+@dataclass(frozen=True)
+class Journalled:
+    """One answered request waiting for the journal writer."""
+
+    row: LoggedRequest
+    query: str
+    keep_text: bool
+    conversation: Callable[[], str | None] | None
+    done: threading.Event
 
 
 def gate_records(request_id: str, decision: Decision,
@@ -76,6 +91,12 @@ class OutcomeRecorder:
         self._store: OutcomeStore | None = None
         self._lock = threading.Lock()
         self._pending: dict[str, threading.Event] = {}  # request id -> journal write done
+        self._rows: deque[Journalled] = deque()
+        self._armed = False  # a write_journal job is queued or sleeping
+        self._rows_dropped = 0
+        self.journalled = 0  # journal rows written
+        self.linger_s = LINGER_S
+        self.max_rows = MAX_ROWS
 
     @property
     def written(self) -> int:
@@ -89,8 +110,9 @@ class OutcomeRecorder:
 
     @property
     def dropped(self) -> int:
-        """Requests whose outcomes were dropped because the queue was full."""
-        return self.worker.dropped
+        """Jobs dropped because the queue was full, and journal rows dropped because
+        `max_rows` were waiting."""
+        return self.worker.dropped + self._rows_dropped
 
     def submit(self, request_id: str, decision: Decision, cascade: CascadeOutcome) -> bool:
         """Queue the cascade's outcomes; False when there are none or the queue is full."""
@@ -109,34 +131,53 @@ class OutcomeRecorder:
                 conversation: Callable[[], str | None] | None = None) -> bool:
         """Queue an answered request for the journal, with the query's vector and features
         (and its text when `keep_text`); `conversation` computes the hashed conversation id
-        off the caller's path. False when the queue is full (counted in `dropped`)."""
+        off the caller's path. Rows gather for `linger_s` and are written in one transaction,
+        so a busy router wakes the worker once per batch, not once per request. False when
+        more than `max_rows` wait (the row is dropped and counted in `dropped`)."""
+        if len(self._rows) >= self.max_rows:
+            self._rows_dropped += 1
+            return False
         done = threading.Event()
-        # a dict's set and pop are atomic: no lock the caller could wait on behind the worker
+        # a dict's set and a deque's append are atomic: the caller never waits on a lock
         self._pending[row.request_id] = done
+        self._rows.append(Journalled(row, query, keep_text, conversation, done))
+        if not self._armed:
+            self._armed = True
+            if not self.worker.submit(self.write_journal):  # full: the next request retries
+                self._armed = False
+        return True
 
-        def job() -> None:
-            try:
-                self.write_request(row, query, keep_text, conversation)
-            finally:
-                self._pending.pop(row.request_id, None)
-                done.set()
+    def write_journal(self) -> None:
+        """Write the rows gathered so far (worker thread), after letting more gather."""
+        time.sleep(self.linger_s)
+        self._armed = False  # before draining: a row added from now on arms a new batch
+        batch: list[Journalled] = []
+        while self._rows:
+            batch.append(self._rows.popleft())
+        if not batch:
+            return
+        try:
+            self.write_requests(batch)
+            self.journalled += len(batch)
+        finally:
+            for j in batch:
+                self._pending.pop(j.row.request_id, None)
+                j.done.set()
 
-        if self.worker.submit(job):
-            return True
-        self._pending.pop(row.request_id, None)
-        return False
-
-    def write_request(self, row: LoggedRequest, query: str, keep_text: bool,
-                      conversation: Callable[[], str | None] | None) -> None:
-        """Journal one request with its query's vector and features (worker thread)."""
-        if conversation is not None:
-            row = replace(row, conversation=conversation())
-        h = row.text_hash or text_hash(query)
-        vectors, _ = self.cache.encode([query])
+    def write_requests(self, batch: list[Journalled]) -> None:
+        """Journal requests with their queries' vectors and features, in one transaction."""
+        rows = [replace(j.row, text_hash=j.row.text_hash or text_hash(j.query),
+                        conversation=j.conversation() if j.conversation else j.row.conversation)
+                for j in batch]
+        hashes = [r.text_hash for r in rows if r.text_hash is not None]
+        queries = [j.query for j in batch]
+        vectors, _ = self.cache.encode(queries)
+        texts = {r.text_hash: j.query for r, j in zip(rows, batch, strict=True)
+                 if j.keep_text and r.text_hash is not None}
         with self.store.transaction() as tx:
-            tx.log_requests([replace(row, text_hash=h)], {h: query} if keep_text else None)
-            tx.put_vectors(self.fingerprint, [h], vectors)
-            tx.put_features([h], text_features([query]))
+            tx.log_requests(rows, texts or None)
+            tx.put_vectors(self.fingerprint, hashes, vectors)
+            tx.put_features(hashes, text_features(queries))
 
     def flush(self, request_id: str, timeout: float = FLUSH_WAIT_S) -> None:
         """Wait until the journal write of `request_id` has run, if one is queued (feedback
