@@ -163,3 +163,24 @@ def test_metrics_count_shadow_evaluations(served: tuple[RunningGateway, Path]) -
         body = res.read().decode()
     assert 'semroute_shadow_total{outcome="sampled"}' in body
     assert 'semroute_requests_total{api="feedback",status="200"}' in body
+
+
+def test_a_streamed_answer_takes_feedback_once_it_ended(
+        served: tuple[RunningGateway, Path]) -> None:
+    gw, routes = served
+    client = openai.OpenAI(base_url=gw.openai_base_url, api_key=KEY, max_retries=0)
+    with client.chat.completions.with_streaming_response.create(
+            model="semroute", messages=[{"role": "user", "content": QUERY}], max_tokens=16,
+            stream=True) as res:
+        rid = res.headers["x-semroute-request-id"]
+        text = "".join(c.choices[0].delta.content or "" for c in res.parse() if c.choices)
+    assert text
+    for _ in range(100):  # the stream's end is settled just after its last byte
+        got = post(gw, {"request_id": rid, "score": 0.5})
+        if got.status_code == 200:
+            break
+        time.sleep(0.05)
+    assert got.status_code == 200, got.text
+    with OutcomeStore(routes / "outcomes.db") as store:
+        logged = store.request(rid)
+        assert logged is not None and logged.model == "fast"

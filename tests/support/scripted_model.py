@@ -39,10 +39,28 @@ def prefers(marker: str) -> Judge:
     return judge
 
 
+def sse(completion: dict[str, Any]) -> bytes:
+    """A completion as an OpenAI SSE stream: role, the text, finish, usage, [DONE]."""
+    base = {k: completion[k] for k in ("id", "created", "model")}
+    base["object"] = "chat.completion.chunk"
+
+    def chunk(**extra: Any) -> bytes:
+        return b"data: " + json.dumps(dict(base, **extra)).encode() + b"\n\n"
+
+    text = completion["choices"][0]["message"]["content"]
+    return b"".join([
+        chunk(choices=[{"index": 0, "delta": {"role": "assistant", "content": ""},
+                        "finish_reason": None}]),
+        chunk(choices=[{"index": 0, "delta": {"content": text}, "finish_reason": None}]),
+        chunk(choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+        chunk(choices=[], usage=completion["usage"]), b"data: [DONE]\n\n"])
+
+
 @dataclass
 class ScriptedModel:
-    """Answers POST /v1/chat/completions: `answer` as text (3 tokens in, 3 out), or a
-    judge's `{"label": judge(prompt)}` when the request constrains a label."""
+    """Answers POST /v1/chat/completions: `answer` as text (3 tokens in, 3 out; streamed as
+    SSE when asked), or a judge's `{"label": judge(prompt)}` when the request constrains a
+    label."""
 
     answer: str = "scripted answer"
     judge: Judge = field(default_factory=lambda: always("tie"))
@@ -98,11 +116,14 @@ class ScriptedModel:
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-                status, payload = model.reply(json.loads(raw or b"{}"))
-                data = json.dumps(payload).encode()
+                body = json.loads(raw or b"{}")
+                status, payload = model.reply(body)
+                streamed = status == 200 and bool(body.get("stream"))
+                data = sse(payload) if streamed else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
-                    self.send_header("content-type", "application/json")
+                    self.send_header("content-type", "text/event-stream" if streamed
+                                     else "application/json")
                     self.send_header("content-length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)
