@@ -90,7 +90,7 @@ def test_a_judge_that_always_says_A_yields_a_tie(tmp_path: Path, index: Path,
     assert line["score"] == 0.5 and line["verdicts"] == ["A", "A"] and line["error"] is None
     assert len(line["attempts"]) == 3 and "query" not in line
     assert d.shadow.counters() == {"sampled": 1, "written": 1, "dropped": 0, "failed": 0,
-                                   "skipped": 0}
+                                   "skipped": 0, "over_budget": 0}
 
 
 @pytest.mark.parametrize(("marker", "score", "labels"), [
@@ -275,3 +275,17 @@ def test_a_cascade_answer_is_shadowed(tmp_path: Path, index: Path,
     with OutcomeStore(d.recorder.path) as store:
         got = store.request(r.request_id)
     assert got is not None and got.model == "fast" and got.method == "index"
+
+
+def test_a_daily_shadow_budget_stops_sampling_once_spent(
+        tmp_path: Path, index: Path, models: Callable[..., ScriptedModel]) -> None:
+    fast, frontier = models(), models(judge=always("A"))
+    d = shadowed(tmp_path, index, {"fast": fast.entry(), "frontier": frontier.entry()},
+                 max_cost_usd_per_day=2.5 * CALL_COST)  # one evaluation costs 3 calls
+    d.dispatch(QUERY)
+    d.shadow.worker.join()
+    d.dispatch(QUERY)
+    d.shadow.worker.join()
+    c = d.shadow.counters()
+    assert (c["sampled"], c["written"], c["over_budget"]) == (1, 1, 1)
+    assert d.shadow.spent_usd == pytest.approx(3 * CALL_COST)

@@ -11,10 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 
 class ShadowSettings(BaseModel):
-    """`router.shadow: {rate, reference, judge, routes, max_queued}`: `rate` the share of
-    answered requests shadowed (0: off); `routes` per-route rates over it (a route name,
-    `step:<name>` or `model:<key>`); `judge` defaults to `reference`; `max_queued` bounds the
-    background queue (a full queue drops and counts)."""
+    """`router.shadow: {rate, reference, judge, routes, max_queued, max_cost_usd_per_day}`:
+    `rate` the share of answered requests shadowed (0: off); `routes` per-route rates over it
+    (a route name, `step:<name>` or `model:<key>`); `judge` defaults to `reference`;
+    `max_queued` bounds the background queue (a full queue drops and counts);
+    `max_cost_usd_per_day` bounds what one process spends on shadow calls per UTC day."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -26,6 +27,9 @@ class ShadowSettings(BaseModel):
     routes: dict[str, float] = Field(default_factory=dict, description="route -> rate, over "
                                      "`rate` for that route")
     max_queued: int = Field(default=64, ge=1, le=100_000)
+    max_cost_usd_per_day: float | None = Field(
+        default=None, gt=0, description="stop sampling for the rest of the UTC day once this "
+        "process's shadow calls cost this much (None: no limit); budget caps never count them")
 
     @field_validator("routes")
     @classmethod

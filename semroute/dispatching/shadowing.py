@@ -96,7 +96,8 @@ class Judged:
 class ShadowEvaluator:
     """Samples answered requests and evaluates them on one background worker. Counts
     `sampled` (chosen), `written` (verdicts stored), `dropped` (queue full), `failed`
-    (reference, judge or store failed) and `skipped` (reference or judge cooling down)."""
+    (reference, judge or store failed), `skipped` (reference or judge cooling down) and
+    `over_budget` (not sampled: today's shadow spend reached `max_cost_usd_per_day`)."""
 
     def __init__(self, max_queued: int = 64) -> None:
         self.worker = BackgroundWorker("semroute-shadow", "a shadow evaluation (the caller's "
@@ -106,6 +107,9 @@ class ShadowEvaluator:
         self.written = 0
         self.failed = 0
         self.skipped = 0
+        self.over_budget = 0
+        self.spent_usd = 0.0  # shadow calls' cost on `spent_day` (UTC), this process
+        self.spent_day = ""
 
     @property
     def dropped(self) -> int:
@@ -115,7 +119,23 @@ class ShadowEvaluator:
     def counters(self) -> dict[str, int]:
         """Every counter by name (for /metrics and reports)."""
         return {"sampled": self.sampled, "written": self.written, "dropped": self.dropped,
-                "failed": self.failed, "skipped": self.skipped}
+                "failed": self.failed, "skipped": self.skipped,
+                "over_budget": self.over_budget}
+
+    def spend(self, cost_usd: float) -> None:
+        """Count a shadow evaluation's cost against today's (UTC) total."""
+        today = datetime.now(UTC).strftime("%Y-%m-%d")
+        with self._lock:
+            if today != self.spent_day:
+                self.spent_day, self.spent_usd = today, 0.0
+            self.spent_usd += cost_usd
+
+    def within_budget(self, limit: float | None) -> bool:
+        """Whether today's shadow spend is under `limit` (None: always)."""
+        if limit is None:
+            return True
+        today = datetime.now(UTC).strftime("%Y-%m-%d")
+        return today != self.spent_day or self.spent_usd < limit
 
     def offer(self, r: Response, shadow: ShadowSettings, make_job: Callable[[], ShadowJob],
               state: DispatchState, recorder: OutcomeRecorder | None) -> bool:
@@ -123,6 +143,10 @@ class ShadowEvaluator:
         queue put on the caller's path."""
         if (r.stream_state != "complete" or not r.text.strip() or r.model_key == shadow.reference
                 or not sampled(r.request_id, shadow.rate_for(r.route))):
+            return False
+        if not self.within_budget(shadow.max_cost_usd_per_day):
+            with self._lock:
+                self.over_budget += 1
             return False
         with self._lock:
             self.sampled += 1
@@ -146,6 +170,7 @@ class ShadowEvaluator:
                 line["error"] = "skipped: the reference or the judge is cooling down"
                 return
             judged = run_sync(evaluate(job, reference, judge, state))
+            self.spend(judged.verdict.cost_usd or 0.0)
             line.update(score=judged.verdict.score, verdicts=list(judged.verdict.verdicts),
                         cost_usd=judged.verdict.cost_usd,
                         attempts=[asdict(a) for a in judged.attempts])
