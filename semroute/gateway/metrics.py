@@ -60,7 +60,8 @@ class _SharedState(Collector):
 
 class _Shadow(Collector):
     """`semroute_shadow_total{outcome}`: shadow evaluations sampled, written, dropped (queue
-    full), failed and skipped (reference cooling), read at scrape from the dispatcher."""
+    full), failed, skipped (reference cooling) and over_budget (the daily shadow budget
+    spent), read at scrape from the dispatcher."""
 
     def __init__(self, counters: Callable[[], dict[str, int] | None]) -> None:
         self._counters = counters
