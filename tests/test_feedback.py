@@ -285,3 +285,15 @@ def test_journal_rows_are_written_in_batches_and_a_backlog_is_bounded(
     assert rec.dropped == 1
     with OutcomeStore(rec.path) as store:
         assert {r.request_id for r in store.requests()} == {r.request_id for r in answers}
+
+
+def test_module_level_afeedback_into_the_routes_folder_store(
+        tmp_path: Path, index: Path, fault_server: MakeFaultServer) -> None:
+    d = journalled(tmp_path, index, {"fast": entry("openai", fault_server([200]).base_url)})
+    r = d.dispatch(QUERY)
+    assert d.recorder is not None
+    d.recorder.join()
+    got = asyncio.run(semroute.afeedback(r.request_id, score=0.25, routes=tmp_path / "routes"))
+    assert got.score == 0.25 and got.id is not None
+    with store_of(d) as store:
+        assert [e.score for e in store.feedback(request_id=r.request_id)] == [0.25]
