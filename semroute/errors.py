@@ -78,6 +78,11 @@ class UnknownRequestError(OutcomeStoreError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class FeedbackError(SemrouteError, ValueError):
+    """Feedback cannot be taken: no score, label or note, a score outside [0, 1], or a label
+    that names no route of the route set (the message names the field and the routes)."""
+
+
 class InfeasibleTargetError(SemrouteError):
     """No thresholds let the index decide anything at the requested misroute rate."""
 

@@ -179,6 +179,9 @@ def make_parser() -> argparse.ArgumentParser:
     from semroute.cli.dispatch_verbs import register as register_dispatch
 
     register_dispatch(sub)
+    from semroute.cli.feedback_verbs import register as register_feedback
+
+    register_feedback(sub)
     from semroute.cli.quality_verbs import register as register_quality
 
     register_quality(sub)

@@ -41,6 +41,7 @@ from semroute.config.schema import (
     StickinessMode,
     StickinessSettings,
 )
+from semroute.config.shadowing import ShadowSettings
 from semroute.config.text import normalise_text, utterance_key
 
 __all__ = [
@@ -75,6 +76,7 @@ __all__ = [
     "RouteSet",
     "RouterSettings",
     "RuleSpec",
+    "ShadowSettings",
     "SharedStateSettings",
     "StickinessMode",
     "StickinessSettings",

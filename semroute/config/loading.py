@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from semroute.config.gateway import GatewaySettings
-from semroute.config.routes import STEP_PREFIX, Route, RouteSet
+from semroute.config.routes import MODEL_PREFIX, STEP_PREFIX, Route, RouteSet
 from semroute.config.schema import (
     CATALOGUE_FILE,
     CatalogueFile,
@@ -208,14 +208,16 @@ def _tier_checks(routes: list[Route], s: RouterSettings, cat_path: Path) -> list
 
 
 def _step_and_budget_checks(cat: CatalogueFile, cat_path: Path, names: set[str]) -> list[str]:
-    """Every step's models and every cap's `downgrade_to` are in every profile; a route cap's
-    `match` names a route or a step (`step:<name>`)."""
+    """Every step's models, every cap's `downgrade_to` and the shadow's reference and judge
+    are in every profile; a route cap's `match` names a route or a step (`step:<name>`), as
+    does each key of `router.shadow.routes` (or `model:<key>`)."""
     problems: list[str] = []
     keyed = [(f"steps.{step}", key) for step, models in cat.steps.items()
              for key in ([models] if isinstance(models, str) else models)]
     caps = cat.router.budgets.caps
     if cat.router.ladder is not None:
         keyed += cat.router.ladder.model_keys("router.ladder")
+    keyed += cat.router.shadow.model_keys()
     keyed += [(f"router.budgets.caps[{i + 1}].downgrade_to", c.downgrade_to)
               for i, c in enumerate(caps) if c.downgrade_to is not None]
     for profile_name, models in cat.profiles.items():
@@ -223,6 +225,11 @@ def _step_and_budget_checks(cat: CatalogueFile, cat_path: Path, names: set[str])
                         f"'{profile_name}' (known: {', '.join(sorted(models))})"
                         for field_name, key in keyed if key not in models)
     targets = names | {f"{STEP_PREFIX}{step}" for step in cat.steps}
+    shadowed = targets | {f"{MODEL_PREFIX}{key}" for m in cat.profiles.values() for key in m}
+    problems.extend(f"{cat_path}: field 'router.shadow.routes.{name}': no route, step "
+                    f"(step:<name>) or model (model:<key>) named '{name}' (routes: "
+                    f"{', '.join(sorted(names))})"
+                    for name in cat.router.shadow.routes if name not in shadowed)
     for i, c in enumerate(caps):
         if c.scope == "route" and c.match is not None and c.match not in targets:
             problems.append(f"{cat_path}: field 'router.budgets.caps[{i + 1}].match': cap "

@@ -18,6 +18,7 @@ from semroute.config.cascade import CascadeSpec
 from semroute.config.ladder import LadderSpec
 from semroute.config.modelspec import STRUCTURED_MODES, STRUCTURED_WHY, ModelSpec, StructuredMode
 from semroute.config.rules import RuleSpec
+from semroute.config.shadowing import ShadowSettings
 from semroute.config.text import normalise_text
 
 CATALOGUE_FILE = "models.yaml"
@@ -255,6 +256,10 @@ class OutcomesSettings(_Strict):
     path: str = Field(default="outcomes.db", min_length=1)
     record: bool = Field(default=False, description="write cascade gate verdicts to the store "
                          "(in the background) as outcomes of the models that answered")
+    log_requests: bool = Field(default=False, description="journal every answered request "
+                               "(in the background): what feedback and reports refer to")
+    keep_text: bool = Field(default=False, description="store the query text with each "
+                            "journalled request (for `semroute suggest`); off: hashes only")
 
 
 SharedBackend = Literal["memory", "redis"]
@@ -317,6 +322,7 @@ class RouterSettings(_Strict):
     ladder: LadderSpec | None = Field(default=None, description="the ladder of every route "
                                       "without its own (parallel and cascade routes excepted)")
     shared_state: SharedStateSettings = Field(default_factory=SharedStateSettings)
+    shadow: ShadowSettings = Field(default_factory=ShadowSettings)
 
     @field_validator("budgets", mode="before")
     @classmethod

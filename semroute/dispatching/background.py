@@ -74,6 +74,8 @@ class BackgroundWorker:
         thread.join(timeout)
 
     def _start(self) -> None:
+        if self.running:  # the common case, without the lock the worker takes per job
+            return
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name=self.name,

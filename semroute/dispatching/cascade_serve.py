@@ -29,7 +29,8 @@ from semroute.routing import Decision
 class CascadeHost:
     """What a cascade needs from its Dispatcher: catalogue lookups, shared state, settings,
     the trace writer (the query already bound for redaction), the budget grant its cost is
-    settled on, and what to do with a complete chat reply (pre-scoring; None: nothing)."""
+    settled on, what to do with a complete chat reply (pre-scoring; None: nothing) and with
+    the answered request (journal, shadow evaluation)."""
 
     spec_of: Callable[[str], ModelSpec]
     state: DispatchState
@@ -38,6 +39,7 @@ class CascadeHost:
     include_query: bool
     grant: Grant
     replied: Callable[[str], None] | None = None
+    answered: Callable[[Response], None] | None = None  # journal and shadow (the Dispatcher)
 
 
 def serve_cascade(host: CascadeHost, request_id: str, decision: Decision, placed: Placement,
@@ -80,6 +82,8 @@ def serve_cascade(host: CascadeHost, request_id: str, decision: Decision, placed
             include_query=host.include_query, sticky=r.sticky))
         if host.replied is not None:
             host.replied(r.text)
+        if host.answered is not None:
+            host.answered(r)
     return r
 
 
@@ -107,3 +111,5 @@ def _settled(host: CascadeHost, climbed: Climbed, r: Response, chunks: int,
         sticky=r.sticky))
     if host.replied is not None and r.stream_state == "complete":
         host.replied(r.text)
+    if host.answered is not None:
+        host.answered(r)

@@ -6,9 +6,11 @@ Sync and async dispatch run the same plan (see `providers/effects.py`); trace wr
 
 from __future__ import annotations
 
+import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,10 +28,12 @@ from semroute.dispatching.budgeting import (
 from semroute.dispatching.cascade_serve import CascadeHost, serve_cascade
 from semroute.dispatching.chain import Answered, call_chain
 from semroute.dispatching.cooldowns import Cooldowns
+from semroute.dispatching.journaling import feedback_plan, logged_request
 from semroute.dispatching.messages import as_messages, latest_user_turn
 from semroute.dispatching.parallel import Picker, ask_in_parallel, missing_picker
 from semroute.dispatching.recording import OutcomeRecorder
 from semroute.dispatching.response import Response, Settle
+from semroute.dispatching.shadowing import ShadowEvaluator, ShadowJob
 from semroute.dispatching.state import DispatchState
 from semroute.dispatching.sticky import place, record
 from semroute.dispatching.trace_record import trace_record
@@ -42,8 +46,8 @@ from semroute.errors import (
     ProviderError,
 )
 from semroute.ids import new_id
-from semroute.outcomes import store_path
-from semroute.policies import Budgets, Grant, Placement
+from semroute.outcomes import FeedbackEntry, store_path
+from semroute.policies import Budgets, Grant, Placement, conversation_key
 from semroute.providers import (
     Completion,
     Message,
@@ -57,6 +61,20 @@ from semroute.providers import (
 from semroute.routing import Decision, Router
 from semroute.state import Store
 from semroute.telemetry import TraceSink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Served:
+    """What an answered request's journal row and shadow evaluation need besides the
+    Response: the messages as sent, the call's arguments, the routed turn, the caller's ids."""
+
+    messages: list[Message]
+    kwargs: dict[str, Any]
+    turn: str
+    ids: tuple[str | None, str | None]
+    chat: bool
 
 
 class Dispatcher:
@@ -89,9 +107,38 @@ class Dispatcher:
                                                    include_query=include_query, rng=rng,
                                                    store=store, stickiness=stickiness,
                                                    budgets=budgets)
+        s = router.routes.settings
         self.recorder = self.state.recorder_for(partial(
             OutcomeRecorder, store_path(router.routes), router.matcher.cache)) \
-            if router.routes.settings.outcomes.record else None
+            if s.outcomes.record or s.outcomes.log_requests or s.shadow.active else None
+
+    @property
+    def shadow(self) -> ShadowEvaluator:
+        """Shadow evaluation's counters (`sampled`, `written`, `dropped`, `failed`,
+        `skipped`) and worker, shared by this state's dispatchers."""
+        return self.state.shadow_for(partial(ShadowEvaluator,
+                                             self.router.routes.settings.shadow.max_queued))
+
+    def feedback(self, request_id: str, *, score: float | bool | None = None,
+                 label: str | None = None, note: str | None = None) -> FeedbackEntry:
+        """Record feedback on an answered request (README "Feedback and shadow evaluation"):
+        `score` in [0, 1] (True/False: thumbs), `label` the route it should have gone to,
+        `note` free text. Raises `UnknownRequestError` for a request never journalled and
+        `FeedbackError` for a bad field."""
+        return run_sync(self._feedback_plan(request_id, score, label, note))
+
+    async def afeedback(self, request_id: str, *, score: float | bool | None = None,
+                        label: str | None = None, note: str | None = None) -> FeedbackEntry:
+        """Async `feedback`: the same plan, its store and trace writes off the event loop."""
+        return await run_async(self._feedback_plan(request_id, score, label, note))
+
+    def _feedback_plan(self, request_id: str, score: float | bool | None, label: str | None,
+                       note: str | None) -> Plan[FeedbackEntry]:
+        rec = self.recorder or self.state.recorder_for(partial(
+            OutcomeRecorder, store_path(self.router.routes), self.router.matcher.cache))
+        return feedback_plan(self.router.routes, lambda: rec.store, rec.flush,
+                             self.state.trace, self.include_query, request_id, score, label,
+                             note)
 
     @property
     def trace(self) -> TraceSink | None:
@@ -180,6 +227,8 @@ class Dispatcher:
         route = placed.route
         system_text = "\n\n".join(x for x in (route.system_prompt, system) if x) or None
         call_kwargs = dict(kwargs, system=system_text, max_tokens=max_tokens)
+        chat = not isinstance(request, str)
+        done = partial(self._answered, Served(messages, call_kwargs, turn, ids, chat))
         try:
             grant = yield from admit(self.state.budgets, self.router.routes, self._spec,
                                      request_id, route, placed.chain, messages, system_text,
@@ -190,14 +239,13 @@ class Dispatcher:
                 request_id, decision, [], latency, error=str(exc),
                 include_query=self.include_query, sticky=placed.sticky), redact)
             raise
-        chat = not isinstance(request, str)
         if grant.parallel and route.parallel is not None:  # streams use the `model` chain
             return (yield from self._parallel(request_id, decision, placed, messages, turn,
-                                              call_kwargs, latency, redact, grant, chat))
+                                              call_kwargs, latency, redact, grant, chat, done))
         if grant.parallel and route.cascade is not None:  # cheap first, gated (cascade.py)
             host = CascadeHost(self._spec, self.state, self.router.routes.settings,
                                partial(self._write, redact=redact), self.include_query,
-                               grant, self._prescore if chat else None)
+                               grant, self._prescore if chat else None, done)
             served = yield from serve_cascade(host, request_id, decision, placed, messages, turn,
                                               call_kwargs, stream, latency)
             if self.recorder is not None and served.cascade is not None:
@@ -222,7 +270,7 @@ class Dispatcher:
             raise
         yield from record(self.state.stickiness, placed, answered.spec.key)
         latency["model"] = (time.perf_counter() - t_model) * 1e3
-        settled = partial(self._settle, answered.spec, redact, grant, chat)
+        settled = partial(self._settle, answered.spec, redact, grant, chat, done)
         r = self._response(request_id, decision, answered, latency, settled)
         r.route, r.sticky, r.budget = route.name, placed.sticky, grant.record
         if r.stream_state == "complete":
@@ -232,7 +280,8 @@ class Dispatcher:
     def _parallel(self, request_id: str, decision: Decision, placed: Placement,
                   messages: list[Message], turn: str, call_kwargs: dict[str, Any],
                   latency: dict[str, float], redact: tuple[str, ...],
-                  grant: Grant, chat: bool) -> Plan[Response]:
+                  grant: Grant, chat: bool,
+                  answered: Callable[[Response], None]) -> Plan[Response]:
         """A parallel route: ask its models at once, pick one answer (`parallel.py`)."""
         route, t_model = placed.route, time.perf_counter()
         try:
@@ -263,6 +312,7 @@ class Dispatcher:
             include_query=self.include_query, sticky=r.sticky), redact)
         if chat:
             self._prescore(r.text)
+        answered(r)
         return r
 
     def _response(self, request_id: str, decision: Decision, answered: Answered,
@@ -282,7 +332,8 @@ class Dispatcher:
             _stream=stream, _settle=None if done else settle)
 
     def _settle(self, spec: ModelSpec, redact: tuple[str, ...], grant: Grant, chat: bool,
-                r: Response, chunks: int | None, error: ProviderError | None) -> Plan[None]:
+                done: Callable[[Response], None], r: Response, chunks: int | None,
+                error: ProviderError | None) -> Plan[None]:
         """Price, count against budgets and trace an answer (a streamed one when it ends:
         `chunks` delivered); a complete chat reply is pre-scored in the background for the
         conversation's next turn."""
@@ -300,6 +351,27 @@ class Dispatcher:
             redact)
         if chat and r.stream_state == "complete":
             self._prescore(r.text)
+        done(r)
+
+    def _answered(self, served: Served, r: Response) -> None:
+        """Journal an answered request and offer it to shadow evaluation: queue puts only,
+        and nothing here may cost the caller the answer."""
+        s = self.router.routes.settings
+        try:
+            if self.recorder is not None and s.outcomes.log_requests:
+                conversation = partial(conversation_key, served.messages,
+                                       system=served.kwargs.get("system"),
+                                       conversation_id=served.ids[0], user=served.ids[1]) \
+                    if served.chat or served.ids[0] is not None else None
+                self.recorder.journal(logged_request(r), r.decision.query,
+                                      s.outcomes.keep_text, conversation)
+            if s.shadow.active:
+                (self.state.shadow or self.shadow).offer(r, s.shadow, partial(
+                    ShadowJob, r.request_id, r.route, r.model_key, r.text, served.turn,
+                    served.messages, served.kwargs, self._spec, s), self.state, self.recorder)
+        except Exception:
+            log.warning("journalling request %s failed (the answer was served)",
+                        r.request_id, exc_info=True)
 
     def _prescore(self, reply: str) -> None:
         if self.router.routes.settings.prescore_replies and reply.strip():

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from semroute.config import (
     BudgetSettings,
@@ -27,6 +27,9 @@ from semroute.providers import Provider, make_provider
 from semroute.state import MemoryStore, SharedState, SqliteStore, Store
 from semroute.telemetry import JsonlSink, TraceSink, TraceWriter
 
+if TYPE_CHECKING:
+    from semroute.dispatching.shadowing import ShadowEvaluator
+
 
 @dataclass
 class DispatchState:
@@ -40,7 +43,8 @@ class DispatchState:
     prescorer: BackgroundWorker = field(default_factory=lambda: BackgroundWorker(
         "semroute-prescore", "pre-scoring an assistant reply"))
     budgets: Budgets = field(default_factory=lambda: Budgets(BudgetSettings(), None))
-    recorder: OutcomeRecorder | None = None  # cascade outcomes to the store (router.outcomes)
+    recorder: OutcomeRecorder | None = None  # the outcomes store's writer (router.outcomes)
+    shadow: ShadowEvaluator | None = None  # shadow evaluation's worker (router.shadow)
     shared: SharedState = field(default_factory=lambda: SharedState(SharedStateSettings()))
     _providers: dict[ModelSpec, Provider[Any, Any]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -93,6 +97,13 @@ class DispatchState:
             if self.recorder is None:
                 self.recorder = make()
             return self.recorder
+
+    def shadow_for(self, make: Callable[[], ShadowEvaluator]) -> ShadowEvaluator:
+        """The shadow evaluator shared by this state's dispatchers, made once."""
+        with self._lock:
+            if self.shadow is None:
+                self.shadow = make()
+            return self.shadow
 
     def jitter(self) -> float:
         """A factor in [0.5, 1.5) for retry backoff."""

@@ -9,6 +9,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from semroute.gateway.access import (
 )
 from semroute.gateway.calls import Api, ChatCall
 from semroute.gateway.failures import Failure, failure_of
+from semroute.gateway.feedback_wire import answer_feedback, shadow_counters
 from semroute.gateway.live import LiveRouter, Serving, readiness_problems
 from semroute.gateway.metrics import GatewayMetrics
 from semroute.gateway.options import dispatch_options
@@ -142,6 +144,7 @@ class Gateway:
         self.spans = spans or Spans(settings.tracing)
         self.metrics.watch_cooldowns(self._cooling)
         self.metrics.watch_shared_state(self._shared_status)
+        self.metrics.watch_shadow(partial(shadow_counters, live))
 
     def limiter(self, serving: Serving | None) -> RateLimiter:
         """The rate limiter: the one given, else Redis buckets when the router's shared state
@@ -281,6 +284,13 @@ class Gateway:
             headers["retry-after"] = str(max(1, round(f.retry_after + 0.499)))
         return JSONResponse(self._error_body(api, f), status_code=f.status, headers=headers)
 
+    async def feedback(self, request: Request) -> Response:
+        """`POST /v1/feedback` (feedback_wire.py): store feedback on an answered request."""
+        status, body = await answer_feedback(request, self.keys, self.live, partial(
+            read_json, request, self.settings.limits.max_body_bytes))
+        self.metrics.requests.labels("feedback", str(status)).inc()
+        return JSONResponse(body, status_code=status)
+
     # ---- the rest
 
     async def models(self, request: Request) -> Response:
@@ -368,6 +378,7 @@ def create_app(routes: str | Path = "routes", index: str | Path = "indexes/defau
         Route("/v1/chat/completions", gw.openai_chat, methods=["POST"]),
         Route("/v1/messages", gw.anthropic_messages, methods=["POST"]),
         Route("/v1/models", gw.models, methods=["GET"]),
+        Route("/v1/feedback", gw.feedback, methods=["POST"]),
         Route("/healthz", gw.healthz, methods=["GET"]),
         Route("/readyz", gw.readyz, methods=["GET"]),
         Route("/metrics", gw.metrics_endpoint, methods=["GET"]),

@@ -58,6 +58,25 @@ class _SharedState(Collector):
         yield fb
 
 
+class _Shadow(Collector):
+    """`semroute_shadow_total{outcome}`: shadow evaluations sampled, written, dropped (queue
+    full), failed, skipped (reference cooling) and over_budget (the daily shadow budget
+    spent), read at scrape from the dispatcher."""
+
+    def __init__(self, counters: Callable[[], dict[str, int] | None]) -> None:
+        self._counters = counters
+
+    def collect(self) -> Iterable[Metric]:
+        c = self._counters()
+        if c is None:
+            return
+        fam = CounterMetricFamily("semroute_shadow", "Shadow evaluations against the "
+                                  "reference model, by outcome", labels=["outcome"])
+        for outcome, n in c.items():
+            fam.add_metric([outcome], n)
+        yield fam
+
+
 class GatewayMetrics:
     """The app's metrics; `observe` records a finished answer, `render` is the scrape body."""
 
@@ -102,6 +121,10 @@ class GatewayMetrics:
     def watch_shared_state(self, status: Callable[[], dict[str, Any] | None]) -> None:
         """Report the shared state's health at every scrape (`SharedState.status`)."""
         self.registry.register(_SharedState(status))
+
+    def watch_shadow(self, counters: Callable[[], dict[str, int] | None]) -> None:
+        """Report shadow evaluation's counters at every scrape (None: not running)."""
+        self.registry.register(_Shadow(counters))
 
     def serving(self, build_id: str) -> None:
         self.build.clear()
