@@ -120,15 +120,15 @@ def plot_margins(report: MonitorReport, path: Path) -> None:
 
 def quality_rows(report: MonitorReport) -> list[tuple[str, QualityStat | None,
                                                        QualityStat | None]]:
-    """(route, shadow stat, feedback stat) over all models, routes with any evidence."""
-    sh = {q.route: q for q in report.shadow if q.model == "*" and q.n}
-    fb = {q.route: q for q in report.feedback if q.model == "*" and q.n}
-    return [(r, sh.get(r), fb.get(r)) for r in sorted(set(sh) | set(fb))]
+    """("route · model", shadow stat, feedback stat) for every pair with any evidence."""
+    sh = {(q.route, q.model): q for q in report.shadow if q.model != "*" and q.n}
+    fb = {(q.route, q.model): q for q in report.feedback if q.model != "*" and q.n}
+    return [(f"{r} · {m}", sh.get((r, m)), fb.get((r, m))) for r, m in sorted(set(sh) | set(fb))]
 
 
 def plot_quality(report: MonitorReport, path: Path) -> None:
-    """Per route: the shadow verdict mean and the feedback mean with 95% intervals, and the
-    threshold; routes flagged below it in red."""
+    """Per route and model: the shadow verdict mean and the feedback mean with 95% intervals,
+    and the threshold; pairs flagged below it in red."""
     plt = pyplot()
     rows = quality_rows(report)
     fig, ax = plt.subplots(figsize=(10, 1.2 + 0.35 * max(len(rows), 3)))
@@ -138,13 +138,13 @@ def plot_quality(report: MonitorReport, path: Path) -> None:
         ax.set_axis_off()
         save(plt, fig, path)
         return
-    flagged = {f.stat.route for f in report.flags}
+    flagged = {f"{f.stat.route} · {f.stat.model}" for f in report.flagged}
     for y, (_route, sh, fb) in enumerate(rows):
         for q, dy, colour, marker in ((sh, 0.15, "#4c72b0", "o"), (fb, -0.15, "#dd8452", "s")):
             if q is None:
                 continue
-            ax.errorbar(q.mean, y + dy, xerr=[[max(0.0, q.mean - q.low)], [max(0.0, q.high - q.mean)]],
-                        fmt=marker, color=colour, ms=4, capsize=2)
+            err = [[max(0.0, q.mean - q.low)], [max(0.0, q.high - q.mean)]]
+            ax.errorbar(q.mean, y + dy, xerr=err, fmt=marker, color=colour, ms=4, capsize=2)
             ax.text(q.high + 0.01, y + dy, f"n={q.n}", va="center", fontsize=6)
     ax.set_yticks(range(len(rows)), [r for r, _, _ in rows], fontsize=8)
     for label in ax.get_yticklabels():
@@ -156,8 +156,9 @@ def plot_quality(report: MonitorReport, path: Path) -> None:
     ax.plot([], [], "--", color="#c44e52", label=f"threshold {report.settings.quality_threshold:g}")
     ax.set_xlim(0, 1.1)
     ax.set_xlabel("mean score, 95% Wilson interval")
-    ax.set_title("Quality per route (red: below the threshold on enough evidence)", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("Quality per route and model (red: flagged, the whole interval below the "
+                 "threshold)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="x", alpha=0.3)
     save(plt, fig, path)
 

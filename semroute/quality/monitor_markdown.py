@@ -171,14 +171,15 @@ def quality(r: MonitorReport, charts: Mapping[str, str]) -> list[str]:
         lines += ["", "### Cascade gates and judges (live records)", "",
                   *quality_table(r.gates, False)]
     lines += ["", f"### Below the threshold ({s.quality_threshold:g})", "",
-              f"Rule: a route and model with at least {s.min_n} scored rows whose mean is "
-              f"below {s.quality_threshold:g}; *confirmed* when the whole interval is below "
-              f"it. Fewer rows are never flagged.", ""]
+              f"Rule: a route and model with at least {s.min_n} scored rows is **flagged** "
+              f"when its whole 95% interval is below {s.quality_threshold:g} (worse on the "
+              f"evidence, not noise around it), *watched* when only its mean is. Fewer rows "
+              f"are never flagged or watched.", ""]
     if r.flags:
-        lines += table(("kind", "route", "model", "n", "mean", "95% interval", "confirmed"),
-                       [(f.stat.kind, f.stat.route, f.stat.model, f.stat.n, f.stat.mean,
-                         f"{f.stat.low:.3f}–{f.stat.high:.3f}",
-                         "yes" if f.confirmed else "no") for f in r.flags])
+        lines += table(("status", "kind", "route", "model", "n", "mean", "95% interval"),
+                       [("**flagged**" if f.confirmed else "watch", f.stat.kind, f.stat.route,
+                         f.stat.model, f.stat.n, f.stat.mean,
+                         f"{f.stat.low:.3f}–{f.stat.high:.3f}") for f in r.flags])
     else:
         lines.append("None.")
     return lines + chart(charts, "quality", "quality per route")
@@ -236,9 +237,12 @@ def summary_lines(r: MonitorReport) -> list[str]:
                    f"{v.baseline}" + (f"; quality held {pct(held / total)} of {total} shadow "
                                       f"verdicts" if total else ""))
     out.append(r.drift.verdict)
-    out.append("below the quality threshold: " + (", ".join(
-        f"{f.stat.route}/{f.stat.model} ({f.stat.kind} {f.stat.mean:.2f}, n={f.stat.n})"
-        for f in r.flags) or "none"))
+    for label, flags in (("flagged below the quality threshold", r.flagged),
+                         ("watch (mean below, interval reaches it)",
+                          [f for f in r.flags if not f.confirmed])):
+        out.append(f"{label}: " + (", ".join(
+            f"{f.stat.route}/{f.stat.model} ({f.stat.kind} {f.stat.mean:.2f}, n={f.stat.n}, "
+            f"{f.stat.low:.2f}-{f.stat.high:.2f})" for f in flags) or "none"))
     bad = sum(t.bad for t in r.traces)
     if bad:
         out.append(f"{bad} bad trace lines skipped (see the report's section 1)")

@@ -2,9 +2,9 @@
 loss against the reference model) and feedback scores, each with a 95% Wilson interval, and
 the routes whose mean fell below a threshold on enough evidence.
 
-Rule: a (route, model) pair is flagged when it has at least `MIN_FLAG_N` scored rows and its
-mean is below the threshold; it is "confirmed" when the whole interval is below it. Pairs with
-fewer rows are listed, never flagged.
+Rule: a (route, model) pair with at least `MIN_FLAG_N` scored rows is *flagged* when its whole
+interval is below the threshold (the evidence says it is worse, not noise around parity), and
+*watched* when only its mean is. Pairs with fewer rows are listed, never flagged or watched.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ class QualityStat:
 
 @dataclass(frozen=True)
 class QualityFlag:
-    """A route (and model) whose mean is below the threshold on at least `MIN_FLAG_N` rows."""
+    """A route (and model) whose mean is below the threshold on at least `MIN_FLAG_N` rows:
+    flagged (`confirmed`) when its interval's upper end is below it too, else watched."""
 
     stat: QualityStat
     threshold: float

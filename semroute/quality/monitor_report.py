@@ -89,6 +89,11 @@ class MonitorReport:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def flagged(self) -> list[QualityFlag]:
+        """Routes whose whole interval is below the quality threshold."""
+        return [f for f in self.flags if f.confirmed]
+
+    @property
     def sources(self) -> dict[str, int]:
         return dict(Counter(r.source for r in self.rows))
 
@@ -120,7 +125,7 @@ class MonitorReport:
                         "feedback_without_request": self.orphan_feedback,
                         "threshold": self.settings.quality_threshold,
                         "min_n": self.settings.min_n,
-                        "below_threshold": [{**asdict(f.stat), "confirmed": f.confirmed}
+                        "below_threshold": [{**asdict(f.stat), "flagged": f.confirmed}
                                             for f in self.flags]},
             "savings": {**asdict(self.savings), "saved_usd": self.savings.saved_usd,
                         "saved_share": self.savings.saved_share,
