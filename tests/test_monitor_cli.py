@@ -195,8 +195,9 @@ def test_a_store_alone_reports_its_journal_and_says_no_savings_without_tokens(
     assert data["savings"]["priced"] == 0 and data["savings"]["unpriced"] == 10
 
 
-def test_no_input_at_all_is_a_clear_error(tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_input_at_all_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no traces/semroute.jsonl here
     assert main(["monitor", "--routes", str(tmp_path / "none"), "--out",
                  str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from semroute.cli.common import routes_arg
+from semroute.cli.dispatch_verbs import DEFAULT_TRACE
 
 
 def register(sub: Any) -> None:
@@ -20,7 +21,8 @@ def register(sub: Any) -> None:
                                        "quality against the reference and money saved")
     routes_arg(p)
     p.add_argument("--trace", nargs="+", action="extend", metavar="FILE", default=None,
-                   help="trace JSONL file(s) (default: router.trace_path of the routes folder)")
+                   help="trace JSONL file(s) (default: router.trace_path of the routes folder, "
+                        f"else {DEFAULT_TRACE} if it exists)")
     p.add_argument("--store", metavar="PATH", default=None,
                    help="the outcomes store (default: router.outcomes.path of the routes "
                         "folder); never created by this verb")
@@ -52,9 +54,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from semroute.config import load_routes
     from semroute.errors import DataError
     from semroute.outcomes import store_path
+    from semroute.quality import MonitorSettings, build_report, write_monitor
     from semroute.quality.monitor_markdown import summary_lines
     from semroute.quality.monitor_quality import MIN_FLAG_N
-    from semroute.quality.monitor_report import MonitorSettings, build_report, write_monitor
     from semroute.quality.monitor_sources import (
         make_window,
         parse_duration,
@@ -67,6 +69,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     traces = list(args.trace or [])
     if not traces and routes is not None and routes.settings.trace_path:
         traces = [routes.settings.trace_path]
+    if not traces and Path(DEFAULT_TRACE).is_file():
+        traces = [DEFAULT_TRACE]  # where `semroute dispatch` and `chat` write by default
     store = Path(args.store) if args.store else store_path(routes) if routes else None
     if not traces and store is None:
         raise DataError(f"nothing to read: no --trace FILE, no --store PATH, and no routes "
