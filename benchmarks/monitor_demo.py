@@ -280,9 +280,46 @@ def main(argv: list[str] | None = None) -> int:
         f.write('{"ts": "2026-11-29T23:59:59.000+00:00", "request_id": "cut')
     print(f"{args.requests} dispatches in {took:.1f} s ({upstream.calls} upstream calls); "
           f"journal {counts}; work folder {work}", file=sys.stderr)
-    return semroute(["monitor", "--routes", str(routes), "--trace", str(trace), "--store",
+    code = semroute(["monitor", "--routes", str(routes), "--trace", str(trace), "--store",
                      str(store), "--since", "2026-11-23", "--until", "2026-11-30",
                      "--bucket", "12h", "--out", args.out])
+    if code == 0:
+        summarise(args, took, upstream.calls, counts)
+    return code
+
+
+def summarise(args: argparse.Namespace, took: float, calls: int,
+              counts: dict[str, int]) -> None:
+    """benchmarks/results/monitor_demo.md: the machine, the command, the run, the headline."""
+    from benchmarks.machine import machine, save_results
+
+    report = json.loads((Path(args.out) / "monitor.json").read_text())
+    m, s, d = machine(), report["savings"], report["drift"]
+    flagged = [f for f in report["quality"]["below_threshold"] if f["flagged"]]
+    rows = [("requests dispatched", args.requests), ("dispatch wall time s", f"{took:.1f}"),
+            ("upstream calls (retries, classifier, cascade steps)", calls),
+            ("journal rows written: requests / feedback / shadow",
+             f"{counts['requests']} / {counts['feedback']} / {counts['shadow']}"),
+            ("cost USD / all on " + str(s["baseline"]),
+             f"{s['actual_usd']:.4f} / {s['baseline_usd']:.4f}"),
+            ("saved", f"{s['saved_share']:.1%}"),
+            ("method shares", ", ".join(f"{k} {v:.1%}" for k, v in report["methods"].items())),
+            ("drift", d["verdict"]),
+            ("flagged routes", ", ".join(f"{f['route']}/{f['model']} (n={f['n']}, mean "
+                                         f"{f['mean']:.2f})" for f in flagged) or "none")]
+    md = "\n".join([
+        "# semroute monitor demo", "",
+        f"Command: `python -m benchmarks.monitor_demo --requests {args.requests} --seed "
+        f"{args.seed}`. Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB, Python "
+        f"{m['python']} (shared with other jobs).", "",
+        "Real dispatches on a copy of routes/ against a loopback upstream; the calendar and "
+        "the feedback and shadow verdicts are simulated (see the script's docstring). The "
+        "report: [monitor_demo/report.md](monitor_demo/report.md).", "",
+        "| figure | value |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows), ""])
+    print(md)
+    save_results({"machine": m, "requests": args.requests, "seed": args.seed,
+                  "dispatch_s": took, "upstream_calls": calls, "journal": counts,
+                  "report": report}, md, Path(args.out).parent, "monitor_demo")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,14 @@ from pathlib import Path
 import pytest
 
 from semroute.errors import DataError
-from semroute.outcomes import FeedbackEntry, ShadowVerdict
-from semroute.quality.monitor_quality import below, feedback_quality, shadow_quality, wilson
+from semroute.outcomes import FeedbackEntry, OutcomeRecord, ShadowVerdict, text_hash
+from semroute.quality.monitor_quality import (
+    below,
+    feedback_quality,
+    gate_quality,
+    shadow_quality,
+    wilson,
+)
 from semroute.quality.monitor_report import MonitorSettings, choose_baseline
 from semroute.quality.monitor_sources import (
     Window,
@@ -258,3 +264,14 @@ def test_a_trace_file_counts_bad_lines_and_other_kinds_and_filters_the_window(
     assert [r.request_id for r in rows] == ["b"] and info.outside == 1
     rows, info = read_trace(tmp_path / "missing.jsonl", Window())
     assert rows == [] and not info.found
+
+
+def test_live_gate_and_judge_records_count_imported_ones_do_not() -> None:
+    h = text_hash("q")
+    recs = [OutcomeRecord(text_hash=h, model="cheap", score=1.0, source="gate", route="qa"),
+            OutcomeRecord(text_hash=h, model="cheap", score=0.0, source="gate", route="qa"),
+            OutcomeRecord(text_hash=h, model="cheap", score=0.7, source="judge", route="qa"),
+            OutcomeRecord(text_hash=h, model="cheap", score=0.0, source="imported")]
+    (overall, cheap) = gate_quality(recs)
+    assert (cheap.route, cheap.model, cheap.n) == ("qa", "cheap", 3)
+    assert cheap.mean == pytest.approx(1.7 / 3) and overall.model == "*"

@@ -37,8 +37,8 @@ def when(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def save(plt: Any, fig: Any, path: Path) -> None:
-    fig.tight_layout()
+def save(plt: Any, fig: Any, path: Path, bottom: float = 0.0) -> None:
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
@@ -89,7 +89,8 @@ def plot_methods(report: MonitorReport, path: Path) -> None:
     ax.set_ylabel("share of requests")
     ax.set_title("Decision method per time bucket (rising classifier/default: the route set "
                  "is going stale)", fontsize=10)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    if methods:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.autofmt_xdate()
     save(plt, fig, path)
 
@@ -97,7 +98,7 @@ def plot_methods(report: MonitorReport, path: Path) -> None:
 def plot_margins(report: MonitorReport, path: Path) -> None:
     """p10/p50/p90 of index-scored margins and scores per bucket; the drift test's parts."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.9))
     pts = [(when((b.start + b.end) / 2), b) for b in report.bands if b.n]
     for ax, attr, label in ((axes[0], "margin", "margin"), (axes[1], "score", "top score")):
         got = [(t, getattr(b, attr)) for t, b in pts if getattr(b, attr) is not None]
@@ -108,14 +109,16 @@ def plot_margins(report: MonitorReport, path: Path) -> None:
             ax.plot(ts, [q[1] for _, q in got], marker="o", ms=3, color="#4c72b0",
                     label="median")
         d = report.drift
-        for span, colour in ((d.first, "#55a868"), (d.last, "#c44e52")):
-            ax.axvspan(when(span[0]), when(span[1]), color=colour, alpha=0.07)
+        for span, colour, part in ((d.first, "#55a868", "first"), (d.last, "#c44e52", "last")):
+            ax.axvspan(when(span[0]), when(span[1]), color=colour, alpha=0.07,
+                       label=f"drift test: {part} third")
         ax.set_title(f"Index {label} per bucket" + (" (drift flagged)" if d.flagged and
                                                      attr == "margin" else ""), fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
         ax.tick_params(axis="x", labelrotation=30, labelsize=7)
-    save(plt, fig, path)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
+    save(plt, fig, path, bottom=0.07)
 
 
 def quality_rows(report: MonitorReport) -> list[tuple[str, QualityStat | None,

@@ -214,8 +214,9 @@ def read_store(path: str | Path, window: Window) -> StoreData:
                                     latency_ms=r.latency_ms, source="store") for r in logged]
         data.feedback = store.feedback(since=window.since, until=window.until)
         data.shadow = store.shadow(since=window.since, until=window.until)
-        data.records = [r for r in store.records(since=window.since)
-                        if r.source in ("gate", "judge") and window.holds(r.ts)]
+        data.records = [r for source in ("gate", "judge")  # never the imported bulk
+                        for r in store.records(source=source, since=window.since)
+                        if window.holds(r.ts)]
         data.served = {r.request_id: (r.route, r.model) for r in logged}
         for e in data.feedback:  # feedback in the window on a request logged before it
             if e.request_id not in data.served:
