@@ -69,7 +69,7 @@ def traffic(tmp_path_factory: pytest.TempPathFactory,
             tx.add_shadow(ShadowVerdict(request_id=code[i % len(code)]["request_id"],
                                         route="code", model="cheap", reference="strong",
                                         judge="strong", score=0.0, verdicts=("B", "B"),
-                                        ts=DAY1 + DAY + i))
+                                        cost_usd=0.002, ts=DAY1 + DAY + i))
         tx.add_feedback(FeedbackEntry(request_id=records[0]["request_id"], score=1.0,
                                       ts=DAY1 + 10))
     return {"root": root, "routes": root / "routes", "trace": trace, "store": store,
@@ -144,6 +144,7 @@ def test_savings_are_the_traced_tokens_at_the_dearest_models_prices_minus_cost(
     assert s["actual_usd"] == pytest.approx(sum(r["cost_usd"] for r in recs))
     assert s["saved_usd"] > 0
     assert s["quality_held"] == {"code": 0.0}
+    assert s["shadow_cost_usd"] == pytest.approx(25 * 0.002)
 
 
 def test_a_route_losing_to_the_reference_is_flagged_with_its_evidence(

@@ -207,6 +207,8 @@ def money(r: MonitorReport) -> list[str]:
     if total:
         lines.append(f"- quality held where shadow verdicts exist: {pct(held / total)} of "
                      f"{total} verdicts tie or beat the reference")
+        lines.append(f"- shadow evaluation itself (reference and judge calls, not in the cost "
+                     f"above): {usd(r.shadow_cost)}")
     lines += ["", *table(("route", "priced", "cost USD", "baseline USD", "saved USD", "saved",
                           "quality held"),
                          [(k, n, a, b, b - a, pct((b - a) / b if b > 0 else None),

@@ -94,6 +94,11 @@ class MonitorReport:
         return [f for f in self.flags if f.confirmed]
 
     @property
+    def shadow_cost(self) -> float:
+        """What the shadow evaluations in the window cost (reference and judge calls)."""
+        return sum(v.cost_usd or 0.0 for v in (self.store.shadow if self.store else []))
+
+    @property
     def sources(self) -> dict[str, int]:
         return dict(Counter(r.source for r in self.rows))
 
@@ -129,7 +134,8 @@ class MonitorReport:
                                             for f in self.flags]},
             "savings": {**asdict(self.savings), "saved_usd": self.savings.saved_usd,
                         "saved_share": self.savings.saved_share,
-                        "baseline_reason": self.baseline_reason, "quality_held": self.held},
+                        "baseline_reason": self.baseline_reason, "quality_held": self.held,
+                        "shadow_cost_usd": self.shadow_cost},
             "notes": self.notes,
         }
 
