@@ -188,6 +188,9 @@ def make_parser() -> argparse.ArgumentParser:
     from semroute.cli.outcome_verbs import register as register_outcomes
 
     register_outcomes(sub)
+    from semroute.cli.monitor_verbs import register as register_monitor
+
+    register_monitor(sub)
 
     from semroute.cli.serve_verbs import register as register_serve
 

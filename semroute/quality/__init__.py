@@ -1,4 +1,5 @@
-"""Measuring and improving a route set: evaluate, fit thresholds, lint, reports."""
+"""Measuring and improving a route set: evaluate, fit thresholds, lint, reports, and the
+monitor report over live traffic (`monitor_report.py` and its siblings)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ from semroute.quality.linting import (
     lint,
     lint_dir,
 )
+from semroute.quality.monitor_report import (
+    MonitorReport,
+    MonitorSettings,
+    build_report,
+    write_monitor,
+)
 
 __all__ = [
     "OOS",
@@ -45,7 +52,10 @@ __all__ = [
     "LabelledQuery",
     "LintFinding",
     "LintLimits",
+    "MonitorReport",
+    "MonitorSettings",
     "Turn",
+    "build_report",
     "evaluate",
     "evaluate_conversations",
     "evaluate_with",
@@ -62,4 +72,5 @@ __all__ = [
     "route_all",
     "score_decisions",
     "to_calibration",
+    "write_monitor",
 ]
