@@ -185,6 +185,9 @@ def make_parser() -> argparse.ArgumentParser:
     from semroute.cli.outcome_verbs import register as register_outcomes
 
     register_outcomes(sub)
+    from semroute.cli.suggest_verbs import register as register_suggest
+
+    register_suggest(sub)
 
     from semroute.cli.serve_verbs import register as register_serve
 

@@ -1,4 +1,5 @@
-"""Measuring and improving a route set: evaluate, fit thresholds, lint, reports."""
+"""Measuring and improving a route set: evaluate, fit thresholds, lint, reports, and the
+learning loop's suggestions (new utterances, tier moves) as patches to the route files."""
 
 from __future__ import annotations
 
@@ -35,6 +36,11 @@ from semroute.quality.linting import (
     lint,
     lint_dir,
 )
+from semroute.quality.pii import personal_data
+from semroute.quality.route_patch import RouteEdit, RoutePatch, apply_patch, make_patch
+from semroute.quality.suggesting import UtteranceSuggestions
+from semroute.quality.suggestions import Suggestions, suggest
+from semroute.quality.tier_moves import TierMove
 
 __all__ = [
     "OOS",
@@ -45,7 +51,13 @@ __all__ = [
     "LabelledQuery",
     "LintFinding",
     "LintLimits",
+    "RouteEdit",
+    "RoutePatch",
+    "Suggestions",
+    "TierMove",
     "Turn",
+    "UtteranceSuggestions",
+    "apply_patch",
     "evaluate",
     "evaluate_conversations",
     "evaluate_with",
@@ -57,9 +69,12 @@ __all__ = [
     "lint_dir",
     "load_conversations",
     "load_labelled",
+    "make_patch",
+    "personal_data",
     "predicted_label",
     "redecide",
     "route_all",
     "score_decisions",
+    "suggest",
     "to_calibration",
 ]
