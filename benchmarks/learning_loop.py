@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         windows[-2:] = [windows[-2] + windows[-1]]
     rounds: list[dict[str, Any]] = []
     clock = 1_000_000.0
+    probe_static: dict[str, Any] | None = None
     for w, rows in enumerate(windows):
         texts = [q.text for q in rows]
         decisions = router.route_batch(texts, use_classifier=False)
@@ -140,12 +141,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             tx.log_requests(logged, texts={text_hash(d.query): d.query for d in decisions})
             for entry in corrections:
                 tx.add_feedback(entry)
+        probe = [q for q in ds.valid if q.label != OOS and q.label in ds.routes]
+        probe_static = probe_static or window_stats(
+            static.route_batch([q.text for q in probe], use_classifier=False), probe)
         row: dict[str, Any] = {"round": w, "window": f"{w * args.every + 1}-"
                                f"{w * args.every + len(rows)}", "end": w * args.every + len(rows),
                                "utterances": utterance_counts(router),
                                "threshold": router.matcher.thresholds.score,
                                "loop": window_stats(decisions, rows),
                                "static": window_stats(base, rows),
+                               "probe": window_stats(router.route_batch(
+                                   [q.text for q in probe], use_classifier=False), probe),
+                               "probe_static": probe_static,
                                "corrections": len(corrections)}
         if w + 1 < len(windows):
             t = time.perf_counter()
@@ -171,6 +178,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "start": args.start, "noise": args.noise, "feedback": args.feedback,
             "seed": args.seed,
             "backend": args.backend, "routes": len(ds.routes), "rounds": rounds,
+            "valid_source": ds.valid_source,
             "seconds": round(time.perf_counter() - t0, 1), "load": os.getloadavg()}
 
 
@@ -188,10 +196,12 @@ def plot(res: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key, title in ((axes[0], "coverage", "index coverage (share decided by the index)"),
                            (axes[1], "misroute", "misroute rate (wrong among index-decided)")):
-        for kind, style in (("loop", "o-"), ("static", "s--")):
-            ax.plot(xs, [r[kind][key] or 0 for r in res["rounds"]], style,
-                    label=f"with suggest every {res['every']}" if kind == "loop"
-                    else "static route set")
+        for kind, style, label in (
+                ("loop", "o-", f"stream window, suggest every {res['every']}"),
+                ("static", "s--", "stream window, static route set"),
+                ("probe", "^-", "held-out split, with suggest"),
+                ("probe_static", "v:", "held-out split, static")):
+            ax.plot(xs, [r[kind][key] or 0 for r in res["rounds"]], style, label=label)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("queries replayed (end of window)")
         ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
@@ -228,11 +238,15 @@ def markdown(res: dict[str, Any], png: str) -> str:
         f"for the whole run (load average after: "
         f"{', '.join(f'{x:.1f}' for x in res['load'])}; shared with other jobs).", "",
         f"![coverage and misroute per window]({png})", "",
+        "Per window of the stream (the router of that round, before its suggestions), and on "
+        f"the held-out validation split ({first['probe']['queries']} queries, "
+        f"{res['valid_source'] or 'valid'}; never in the stream, never utterances):", "",
         "| round | queries | utts/route (min-max) | score threshold | coverage | static "
-        "coverage | misroute | static misroute | candidates | added | dupes | near dupes "
-        "| routed right | personal data | conflicts | over limit |",
+        "coverage | misroute | static misroute | held-out coverage | held-out misroute | "
+        "candidates | added | dupes | near dupes | routed right | personal data | conflicts "
+        "| over limit |",
         "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
-        "---: | ---: | ---: | ---: |",
+        "---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in res["rounds"]:
         s = r.get("suggest")
@@ -242,7 +256,8 @@ def markdown(res: dict[str, Any], png: str) -> str:
             f"| {r['round']} | {r['window']} | {u['mean']:.1f} ({u['min']}-{u['max']}) | "
             f"{r['threshold']:.3f} | {pct(r['loop']['coverage'])} | "
             f"{pct(r['static']['coverage'])} | {pct(r['loop']['misroute'])} | "
-            f"{pct(r['static']['misroute'])} | "
+            f"{pct(r['static']['misroute'])} | {pct(r['probe']['coverage'])} | "
+            f"{pct(r['probe']['misroute'])} | "
             + (" | ".join(str(x) for x in (s["candidates"], s["added"], d["duplicate"],
                                             d["near_duplicate"], d["routed_right"],
                                             d["personal_data"], s["conflicts"], d["limit"]))
@@ -256,7 +271,9 @@ def markdown(res: dict[str, Any], png: str) -> str:
         f"{pct(sc['coverage'])}), so the classifier calls fell from "
         f"{pct(1 - first['loop']['coverage'])} to {pct(1 - lc['coverage'])} of queries; the "
         f"misroute rate among index decisions went from {pct(first['loop']['misroute'])} to "
-        f"{pct(lc['misroute'])} (static: {pct(sc['misroute'])}).",
+        f"{pct(lc['misroute'])} (static: {pct(sc['misroute'])}). On the held-out split, "
+        f"coverage {pct(first['probe']['coverage'])} -> {pct(last['probe']['coverage'])} and "
+        f"misroute {pct(first['probe']['misroute'])} -> {pct(last['probe']['misroute'])}.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -18,6 +18,7 @@ from semroute.errors import ConfigError
 from semroute.index import build_index
 from semroute.outcomes import OutcomeStore
 from semroute.quality.route_patch import RouteEdit, apply_patch, make_patch
+from semroute.quality.suggesting import parse_time
 from semroute.quality.suggestions import suggest
 from semroute.routing import Router
 from tests.suggest_support import log, outcomes, write_route_set
@@ -194,3 +195,22 @@ def test_tier_moves_up_down_and_none_for_tiny_evidence(folder: Path, tmp_path: P
     code = yaml.safe_load((work / "code.yaml").read_text())
     assert code["model"] == ["fast"] and code["metadata"] == {"tier": "fast"}
     load_routes(work)
+
+
+def test_trace_queries_are_a_source_too(router: Router, tmp_path: Path) -> None:
+    """With `router.trace_include_query`, a trace line carries the query: no store needed."""
+    trace = tmp_path / "trace.jsonl"
+    lines = [{"ts": "2026-11-30T10:00:00.000+00:00", "request_id": "t1", "route": "greet",
+              "method": "classifier", "query": "good afternoon, how have you been"},
+             {"ts": "2026-11-30T10:00:01.000+00:00", "request_id": "t2", "route": "greet",
+              "method": "classifier"},  # no query: text unknown
+             {"ts": "2026-11-30T10:00:02.000+00:00", "request_id": "t3", "route": "code",
+              "method": "index", "query": "write a rust cli"}]
+    trace.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    found = suggest(router, traces=[trace])
+    assert [p.text for p in found.utterances.proposals["greet"]] == [
+        "good afternoon, how have you been"]
+    assert found.to_dict()["utterances"]["dropped"]["no_text"] == 1
+    assert set(found.utterances.proposals) == {"greet"}, "index decisions teach nothing"
+    later = suggest(router, traces=[trace], since=parse_time("2026-11-30T11:00:00+00:00"))
+    assert later.utterances.candidates == 0
