@@ -220,7 +220,7 @@ def markdown(res: dict[str, Any], png: str) -> str:
     first, last = res["rounds"][0], res["rounds"][-1]
     lines = [
         f"# The learning loop, simulated: {res['data']}", "",
-        f"`{res['command']}`", "",
+        f"`{res['command'].strip()}`", "",
         f"The {res['data']} test split ({res['stream']} queries, {res['routes']} routes) replayed "
         f"in a fixed shuffled order (seed {res['seed']}) through a route set that starts with "
         f"{res['start']} utterances per route from the train split, routed by the real index "
@@ -239,8 +239,9 @@ def markdown(res: dict[str, Any], png: str) -> str:
         f"{', '.join(f'{x:.1f}' for x in res['load'])}; shared with other jobs).", "",
         f"![coverage and misroute per window]({png})", "",
         "Per window of the stream (the router of that round, before its suggestions), and on "
-        f"the held-out validation split ({first['probe']['queries']} queries, "
-        f"{res['valid_source'] or 'valid'}; never in the stream, never utterances):", "",
+        f"the held-out validation split ({first['probe']['queries']} queries from "
+        f"{res['valid_source'] or 'the valid split'}; never in the stream, never "
+        "utterances):", "",
         "| round | queries | utts/route (min-max) | score threshold | coverage | static "
         "coverage | misroute | static misroute | held-out coverage | held-out misroute | "
         "candidates | added | dupes | near dupes | routed right | personal data | conflicts "

@@ -64,7 +64,7 @@ class Suggestions:
         dropped.update(self.gathered)
         lines = [f"{u.candidates} labelled queries with text (classifier decisions and "
                  f"feedback corrections): {u.added} new utterances for "
-                 f"{sum(1 for v in u.proposals.values() if v)} routes"]
+                 f"{sum(1 for v in u.proposals.values() if v)} route(s)"]
         for reason in DROP_REASONS:
             if dropped.get(reason):
                 extra = (" (" + ", ".join(f"{k} {v}" for k, v in u.personal_kinds.items())

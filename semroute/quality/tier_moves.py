@@ -190,7 +190,7 @@ def propose_tier_moves(routes: RouteSet, evidence: dict[tuple[str, str], Evidenc
                 continue
             moves.append(TierMove(route.name, route.file, "up", tier, up, route.models, chain,
                                   named, f"moves up: {current.describe()} is below the target "
-                                         f"{target:g} (upper bound {hi:.2f})", current))
+                                         f"{target:g}", current))
             continue
         down = ladder[pos - 1] if pos > 0 else None
         chain = tier_chain(routes, tier_of, down) if down is not None else None
@@ -199,7 +199,7 @@ def propose_tier_moves(routes: RouteSet, evidence: dict[tuple[str, str], Evidenc
                 and cheaper.interval()[0] >= target:
             moves.append(TierMove(route.name, route.file, "down", tier, down, route.models,
                                   chain, named, f"moves down: {cheaper.describe()} clears the "
-                                  f"target {target:g} (lower bound {cheaper.interval()[0]:.2f})",
+                                  f"target {target:g}",
                                   cheaper))
             continue
         if current.n == 0:
