@@ -12,7 +12,12 @@ from semroute.cli import main
 from semroute.index import build_index, load_calibration
 from semroute.outcomes import LoggedRequest, OutcomeStore
 from semroute.quality import LabelledQuery, fit_thresholds
-from semroute.quality.adaptive import OutcomeValidation, fit_weighted, prior_weights
+from semroute.quality.adaptive import (
+    OutcomeValidation,
+    cell_weights,
+    fit_weighted,
+    prior_weights,
+)
 from semroute.routing import Candidate, Decision
 from tests.suggest_support import log, write_route_set
 
@@ -112,3 +117,13 @@ def test_fit_outcomes_refuses_too_few_rows(folder: Path,
     assert "too few labelled rows in the outcomes store to fit on: 18 rows" in err
     assert "50 needed" in err and "keep_text" in err
     assert load_calibration(folder / "index") is None
+
+
+def test_rated_index_decisions_stand_for_every_index_decision_of_their_route() -> None:
+    cells = [("classifier", "a")] * 10 + [("index", "a")] * 5 + [("classifier", "b")] * 10
+    live = {("classifier", "a"): 10, ("index", "a"): 100, ("classifier", "b"): 10,
+            ("index", "b"): 90}
+    w = cell_weights(cells, live, max_weight=1000)
+    assert w[10] / w[0] == pytest.approx(20.0), "1 of 20 index decisions was rated"
+    assert w[20] / w[0] == pytest.approx(10.0), \
+        "b's index decisions, unrated, are carried by b's classifier rows (the prior shift)"

@@ -1,28 +1,33 @@
 """Thresholds fitted on what live traffic taught (`semroute fit --outcomes`).
 
-Validation rows come from the outcomes store: requests the classifier decided (its route is
-the label) and requests a feedback correction labelled (the label wins), whose text was kept.
-They are not a sample of live traffic: their routes are spread differently (the classifier
-sees the routes the index covers worst; people correct some routes more than others). So each
-row is weighted by w(route) = live share / validation share of its label, and the fit keeps
-the misroute target on the reweighted rows, i.e. on traffic spread like the live traffic.
+Validation rows come from the outcomes store's journal, text kept: requests the classifier
+decided (its route is the label), requests a feedback label corrected (the label wins) and
+requests a feedback score of at least 0.5 confirmed (the route served). They are not a sample
+of live traffic: the classifier sees only what the index left undecided, people rate some
+requests and not others, and routes are spread differently. The journal logs every request's
+method and route, so each row is weighted by how many live requests of its (method, route)
+cell it stands for: live count / labelled count. Live requests of a cell with no labelled row
+(typically index decisions nobody rated) are carried by the route's other labelled rows, which
+makes the weight, with classifier rows alone, the prior-shift correction live share / validation
+share of the route. The fit then keeps the misroute target on traffic spread like the live one.
 
-The live shares are the journal's route shares of every logged request (whatever decided it,
-text kept or not). We chose them over EM on the index's posteriors (Saerens, Latinne and
+Why the journal's shares and not EM on the index's posteriors (Saerens, Latinne and
 Decaestecker 2002): EM needs calibrated class posteriors, and route scores are cosine-based
-scores, not probabilities; it would also need the text of every live query. The journal's
-shares are biased only by the index's own misroutes (a few percent at the usual targets).
-Weights are clipped at `max_weight` times their mean so one rare route cannot carry the fit;
+scores, not probabilities; it would also need every live query's text. The journal's shares
+are biased only by the index's own misroutes (a few percent at the usual targets).
+Weights are clipped at `max_weight` times their mean so one rare cell cannot carry the fit;
 the effective sample size (sum w)^2 / sum w^2 says how many rows the weighted fit is worth.
 
-This corrects the prior (route mix) only: within a route, classifier rows are the queries the
-index found hard, so the fitted thresholds err on the strict side.
+What no weighting can fix: without rated index decisions, no row has a score above the
+thresholds that were live, so the fit cannot tell whether they may rise; it then errs strict
+or erratic (`benchmarks/results/fit_outcomes.md`). Rate a sample of index decisions
+(feedback scores or labels) and the cells make those rows count for all of them.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -35,6 +40,8 @@ from semroute.quality.fitting import EPS, FitResult
 from semroute.routing import Decision, Thresholds
 
 if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
     from semroute.outcomes import OutcomeStore
 
 MAX_WEIGHT = 10.0
@@ -60,22 +67,37 @@ class OutcomeValidation:
         return float(w.sum() ** 2 / (w * w).sum()) if w.size else 0.0
 
 
+Cell = tuple[str, str]  # (decision method, route served): how a journal row was selected
+
+
 def store_rows(store: OutcomeStore, route_names: Sequence[str], since: float | None = None
-               ) -> tuple[list[LabelledQuery], Counter[str], Counter[str], Counter[str]]:
-    """(rows, sources, skipped, live route counts): classifier-decided and feedback-labelled
-    requests with text, and the route of every logged request."""
+               ) -> tuple[list[LabelledQuery], list[Cell], Counter[str], Counter[str],
+                          Counter[Cell]]:
+    """(rows, their cells, sources, skipped, live count per cell): requests with text that
+    the classifier decided (label = its route), that a feedback label corrected (the label),
+    or that a feedback score of at least 0.5 confirmed (label = the route served), and the
+    (method, route) of every logged request."""
     names = set(route_names)
-    labels = {f.request_id: f.label for f in store.feedback() if f.label is not None}
+    labels: dict[str, tuple[str, str]] = {}
+    for f in store.feedback():
+        if f.label is not None:
+            labels[f.request_id] = (f.label, "feedback")
+        elif f.score is not None and f.score >= 0.5 and f.request_id not in labels:
+            labels[f.request_id] = ("", "confirmed")
     rows: list[LabelledQuery] = []
+    cells: list[Cell] = []
     sources: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
-    live: Counter[str] = Counter()
+    live: Counter[Cell] = Counter()
     for r in store.requests(since=since):
-        live[r.route] += 1
-        label, source = labels.get(r.request_id), "feedback"
-        if label is None and r.method == "classifier":
+        cell = (r.method, r.route)
+        live[cell] += 1
+        label, source = labels.get(r.request_id, ("", ""))
+        if source == "confirmed":
+            label = r.route
+        if not source and r.method == "classifier":
             label, source = r.route, "classifier"
-        if label is None:
+        if not source:
             continue
         if label not in names:
             skipped["label names no route"] += 1
@@ -83,24 +105,17 @@ def store_rows(store: OutcomeStore, route_names: Sequence[str], since: float | N
             skipped["text not kept"] += 1
         else:
             rows.append(LabelledQuery(r.text, label))
+            cells.append(cell)
             sources[source] += 1
-    return rows, sources, skipped, live
+    return rows, cells, sources, skipped, live
 
 
-def prior_weights(labels: Sequence[str], live: Mapping[str, float], *,
-                  max_weight: float = MAX_WEIGHT) -> list[float]:
-    """w = live share / validation share per label, mean 1, clipped at `max_weight`; a label
-    live traffic never showed keeps a small weight (1/10 of the smallest live share)."""
-    n = len(labels)
-    if not n:
+def normalise(raw: NDArray[np.float64], max_weight: float) -> list[float]:
+    """Weights scaled to mean 1 and clipped at `max_weight` (iterated until stable)."""
+    if not raw.size:
         return []
-    counts = Counter(labels)
-    total = sum(live.values())
-    floor = min((v for v in live.values() if v > 0), default=1.0) / 10
-    raw = np.asarray([(live.get(lab, 0.0) or floor) / total / (counts[lab] / n)
-                      if total else 1.0 for lab in labels], dtype=np.float64)
     w = raw / raw.mean()
-    for _ in range(500):  # clip and renormalise until stable
+    for _ in range(500):
         clipped = np.minimum(w, max_weight)
         clipped /= clipped.mean()
         if np.allclose(clipped, w, rtol=1e-12, atol=0):
@@ -109,21 +124,56 @@ def prior_weights(labels: Sequence[str], live: Mapping[str, float], *,
     return [float(x) for x in w]
 
 
+def prior_weights(labels: Sequence[str], live: Mapping[str, float], *,
+                  max_weight: float = MAX_WEIGHT) -> list[float]:
+    """w = live share / validation share per label, mean 1, clipped at `max_weight`; a label
+    live traffic never showed keeps a small weight (1/10 of the smallest live share)."""
+    counts = Counter(labels)
+    total = sum(live.values())
+    floor = min((v for v in live.values() if v > 0), default=1.0) / 10
+    raw = np.asarray([(live.get(lab, 0.0) or floor) / total / counts[lab] if total else 1.0
+                      for lab in labels], dtype=np.float64)
+    return normalise(raw, max_weight)
+
+
+def cell_weights(cells: Sequence[Cell], live: Mapping[Cell, float], *,
+                 max_weight: float = MAX_WEIGHT) -> list[float]:
+    """Inverse selection weights: a row stands for live[cell] / labelled[cell] requests of its
+    (method, route) cell. Live requests of a route whose cell has no labelled row (e.g. index
+    decisions nobody rated) are spread over that route's labelled rows, so with classifier
+    rows alone this is `prior_weights` of the served routes."""
+    lab = Counter(cells)
+    per_route_live: dict[str, float] = defaultdict(float)
+    per_route_seen: dict[str, float] = defaultdict(float)
+    for (method, route), n in live.items():
+        per_route_live[route] += n
+        if lab.get((method, route)):
+            per_route_seen[route] += n
+    raw = np.asarray([live.get(c, 0.0) / lab[c]
+                      * (per_route_live[c[1]] / per_route_seen[c[1]]
+                         if per_route_seen.get(c[1]) else 1.0)
+                      for c in cells], dtype=np.float64)
+    raw[raw <= 0] = raw[raw > 0].min() / 10 if (raw > 0).any() else 1.0
+    return normalise(raw, max_weight)
+
+
 def outcome_validation(store: OutcomeStore, route_names: Sequence[str], *,
                        since: float | None = None, extra: Sequence[LabelledQuery] = (),
                        max_weight: float = MAX_WEIGHT) -> OutcomeValidation:
-    """The store's labelled rows (plus `extra`, e.g. a labelled file), weighted to the live
-    route mix of the journal."""
-    rows, sources, skipped, live = store_rows(store, route_names, since)
-    rows = [*rows, *extra]
+    """The store's labelled rows (plus `extra`, e.g. a labelled file, at the mean weight),
+    weighted to stand for the live traffic the journal logged."""
+    rows, cells, sources, skipped, live = store_rows(store, route_names, since)
+    weights = cell_weights(cells, live, max_weight=max_weight)
+    rows, weights = [*rows, *extra], [*weights, *([1.0] * len(extra))]
     if extra:
         sources["file"] += len(extra)
     total = sum(live.values())
-    labels = [q.label for q in rows]
-    counts = Counter(labels)
+    routes: Counter[str] = Counter()
+    for (_, route), n in live.items():
+        routes[route] += n
+    counts = Counter(q.label for q in rows)
     return OutcomeValidation(
-        rows, prior_weights(labels, live, max_weight=max_weight), sources,
-        {k: v / total for k, v in live.items()} if total else {},
+        rows, weights, sources, {k: v / total for k, v in routes.items()} if total else {},
         {k: v / len(rows) for k, v in counts.items()} if rows else {}, total, skipped)
 
 
