@@ -214,3 +214,30 @@ def test_trace_queries_are_a_source_too(router: Router, tmp_path: Path) -> None:
     assert set(found.utterances.proposals) == {"greet"}, "index decisions teach nothing"
     later = suggest(router, traces=[trace], since=parse_time("2026-11-30T11:00:00+00:00"))
     assert later.utterances.candidates == 0
+
+
+def test_shadow_verdicts_and_feedback_scores_are_evidence_too(tmp_path: Path) -> None:
+    from semroute.outcomes import FeedbackEntry, LoggedRequest, OutcomeRecord, ShadowVerdict
+    from semroute.outcomes import text_hash as th
+    from semroute.quality.tier_moves import collect_evidence
+
+    with OutcomeStore(tmp_path / "o.db") as store:
+        with store.transaction() as tx:
+            tx.log_requests([LoggedRequest(request_id=f"q{i}", route="billing", method="index",
+                                           model="fast", text_hash=th(f"q{i}"))
+                             for i in range(4)])
+            tx.add_feedback(FeedbackEntry(request_id="q0", score=0.0))
+            tx.add_feedback(FeedbackEntry(request_id="q1", score=1.0, label="billing"))
+            tx.add_feedback(FeedbackEntry(request_id="q2", label="code"))  # no score
+            tx.add_feedback(FeedbackEntry(request_id="q3", score=0.0))  # also a record:
+            tx.add_many([OutcomeRecord(text_hash=th("q3"), model="fast", score=0.0,
+                                       source="feedback", route="billing", request_id="q3")])
+            for i, score in enumerate((1.0, 0.5, 0.0)):  # better, tie, worse
+                tx.add_shadow(ShadowVerdict(request_id=f"q{i}", route="billing", model="fast",
+                                            reference="powerful", judge="powerful",
+                                            score=score, verdicts=("A", "B")))
+        ev = collect_evidence(store)
+    e = ev[("billing", "fast")]
+    assert sorted(e.values) == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    assert dict(e.sources) == {"feedback score": 2, "feedback": 1, "shadow": 3}, \
+        "q3's score counts once (its record), a tie is as good as the reference"
