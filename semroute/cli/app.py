@@ -189,8 +189,10 @@ def make_parser() -> argparse.ArgumentParser:
 
     register_outcomes(sub)
     from semroute.cli.monitor_verbs import register as register_monitor
+    from semroute.cli.suggest_verbs import register as register_suggest
 
     register_monitor(sub)
+    register_suggest(sub)
 
     from semroute.cli.serve_verbs import register as register_serve
 

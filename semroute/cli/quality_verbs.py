@@ -42,7 +42,16 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("fit", help="fit score/margin thresholds on labelled validation data")
-    p.add_argument("--data", required=True, metavar="VALIDATION", help="CSV/JSONL text,label")
+    p.add_argument("--data", metavar="VALIDATION", help="CSV/JSONL text,label")
+    p.add_argument("--outcomes", action="store_true",
+                   help="fit on the outcomes store's classifier-decided and feedback-labelled "
+                        "requests (with --data: both), reweighted to the live route mix")
+    p.add_argument("--store", metavar="PATH", default=None,
+                   help="outcomes store for --outcomes (default: router.outcomes.path)")
+    p.add_argument("--since", metavar="T", default=None,
+                   help="--outcomes: only requests logged since T (epoch s, ISO time, 7d)")
+    p.add_argument("--min-rows", type=int, default=50, metavar="N",
+                   help="--outcomes: refuse below N rows / effective sample size (default 50)")
     p.add_argument("--test", metavar="TEST", help="held-out CSV/JSONL to check the fit on")
     p.add_argument("--target-misroute", type=float, default=0.03, metavar="RATE",
                    help="highest misroute rate of the index path (default 0.03)")
@@ -195,6 +204,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.target_misroute < 1.0:
         raise SemrouteError(f"--target-misroute must be in [0, 1), got {args.target_misroute}")
+    if args.outcomes:
+        from semroute.cli.adaptive_verbs import cmd_fit_outcomes
+
+        return cmd_fit_outcomes(args)
+    if not args.data:
+        raise SemrouteError("give --data VALIDATION (a labelled file), or --outcomes")
     valid = load_labelled(args.data, text_col=args.text_col, label_col=args.label_col)
     test = (load_labelled(args.test, text_col=args.text_col, label_col=args.label_col)
             if args.test else None)

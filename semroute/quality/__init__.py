@@ -1,5 +1,6 @@
 """Measuring and improving a route set: evaluate, fit thresholds, lint, reports, and the
-monitor report over live traffic (`monitor_report.py` and its siblings)."""
+monitor report over live traffic (`monitor_report.py` and its siblings), and the learning
+loop's suggestions (new utterances, tier moves) as patches to the route files."""
 
 from __future__ import annotations
 
@@ -42,6 +43,11 @@ from semroute.quality.monitor_report import (
     build_report,
     write_monitor,
 )
+from semroute.quality.pii import personal_data
+from semroute.quality.route_patch import RouteEdit, RoutePatch, apply_patch, make_patch
+from semroute.quality.suggesting import UtteranceSuggestions
+from semroute.quality.suggestions import Suggestions, suggest
+from semroute.quality.tier_moves import TierMove
 
 __all__ = [
     "OOS",
@@ -54,7 +60,13 @@ __all__ = [
     "LintLimits",
     "MonitorReport",
     "MonitorSettings",
+    "RouteEdit",
+    "RoutePatch",
+    "Suggestions",
+    "TierMove",
     "Turn",
+    "UtteranceSuggestions",
+    "apply_patch",
     "build_report",
     "evaluate",
     "evaluate_conversations",
@@ -67,10 +79,13 @@ __all__ = [
     "lint_dir",
     "load_conversations",
     "load_labelled",
+    "make_patch",
+    "personal_data",
     "predicted_label",
     "redecide",
     "route_all",
     "score_decisions",
+    "suggest",
     "to_calibration",
     "write_monitor",
 ]
