@@ -13,7 +13,16 @@ from semroute.dispatching.attempts import Attempt
 from semroute.dispatching.cascade import CascadeOutcome
 from semroute.dispatching.parallel import ParallelOutcome
 from semroute.errors import ProviderError
-from semroute.providers import AsyncStream, Completion, Plan, Stream, Usage, run_async, run_sync
+from semroute.providers import (
+    AsyncStream,
+    Completion,
+    Plan,
+    Stream,
+    ToolCall,
+    Usage,
+    run_async,
+    run_sync,
+)
 from semroute.routing import Decision
 
 StreamState = Literal["open", "complete", "closed early", "interrupted"]
@@ -64,6 +73,7 @@ class Response:
     parallel: ParallelOutcome | None = None
     budget: dict[str, Any] | None = None
     cascade: CascadeOutcome | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
     _stream: Stream | AsyncStream | None = field(default=None, repr=False)
     _settle: Settle | None = field(default=None, repr=False)
     _opened: float = field(default_factory=time.perf_counter, repr=False)
@@ -161,6 +171,7 @@ class Response:
         self, end: StreamState, got: Completion, chunks: int, error: ProviderError | None
     ) -> Plan[None] | None:
         self.text, self.usage, self.finish_reason = got.text, got.usage, got.finish_reason
+        self.tool_calls = got.tool_calls
         self.stream_state = end
         self.latency_ms["stream"] = (time.perf_counter() - self._opened) * 1e3
         return None if self._settle is None else self._settle(self, chunks, error)

@@ -9,11 +9,22 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+from semroute.providers.tools import (
+    Tool,
+    ToolChoice,
+    as_stop,
+    as_tool_choice,
+    as_tools,
+    neutral_messages,
+)
+
 Message = Mapping[str, Any]
 """A chat message: `role` and `content`, a string or a list of content parts such as OpenAI's
-`{"type": "text", "text": ...}` and `{"type": "image_url", ...}` (adapters translate parts)."""
+`{"type": "text", "text": ...}` and `{"type": "image_url", ...}` (adapters translate parts).
+An assistant message may carry `tool_calls`, a `tool` message answers one (`tool_call_id`):
+see tools.py, which also reads Anthropic's `tool_use` / `tool_result` blocks."""
 Content = str | list[dict[str, Any]]
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 
 @dataclass(frozen=True)
@@ -26,6 +37,9 @@ class ChatRequest:
     temperature: float | None
     labels: tuple[str, ...] | None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
+    stop: tuple[str, ...] | None = None
 
 
 def make_request(
@@ -35,21 +49,30 @@ def make_request(
     temperature: float | None,
     labels: Sequence[str] | None,
     extra: Mapping[str, Any],
+    tools: Sequence[Any] | None = None,
+    tool_choice: Any = None,
+    stop: str | Sequence[str] | None = None,
 ) -> ChatRequest:
-    """Validate inputs and fold `system` role messages into one system string."""
+    """Validate inputs, read tool calls and results into the neutral form (tools.py) and fold
+    `system` role messages into one system string."""
     if max_tokens < 1:
         raise ValueError("max_tokens must be >= 1")
     systems = [system] if system else []
     turns: list[dict[str, Any]] = []
-    for i, m in enumerate(messages):
+    for i, m in enumerate(neutral_messages(messages)):
         role = m.get("role")
         if role not in ROLES:
             raise ValueError(f"message {i}: need role in {ROLES}")
-        content = checked_content(m.get("content"), i)
+        calls = m.get("tool_calls", ())
+        content = "" if calls and not m.get("content") else checked_content(m.get("content"), i)
         if role == "system":
             systems.append(message_text(content))
+        elif role == "tool":
+            turns.append({"role": role, "content": content, "tool_call_id": m["tool_call_id"],
+                          "is_error": m.get("is_error", False)})
         else:
-            turns.append({"role": role, "content": content})
+            turns.append({"role": role, "content": content, **({"tool_calls": calls}
+                                                                 if calls else {})})
     if not turns:
         raise ValueError("need at least one user or assistant message")
     if labels is not None:
@@ -61,7 +84,8 @@ def make_request(
         ):
             raise ValueError("labels must be a non-empty list of distinct non-empty strings")
     return ChatRequest(
-        tuple(turns), "\n\n".join(systems) or None, max_tokens, temperature, labels, dict(extra)
+        tuple(turns), "\n\n".join(systems) or None, max_tokens, temperature, labels, dict(extra),
+        as_tools(tools), as_tool_choice(tool_choice), as_stop(stop),
     )
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from semroute.config import Usage
 from semroute.errors import ProviderError, StreamInterruptedError
+from semroute.providers.tools import ToolCall, ToolCallDelta
 
 if TYPE_CHECKING:
     from semroute.providers.base import Completion, PreparedCall, Provider
@@ -29,11 +30,13 @@ class StreamDelta:
     input_tokens: int | None = None
     output_tokens: int | None = None
     finish_reason: str | None = None
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
 
 
 @dataclass
 class StreamState:
-    """Running totals of one stream: text so far, model, token counts, finish reason."""
+    """Running totals of one stream: text so far, model, token counts, finish reason, and the
+    tool calls being assembled (by index: id and name, then argument fragments)."""
 
     parts: list[str] = field(default_factory=list)
     model: str | None = None
@@ -41,6 +44,7 @@ class StreamState:
     output_tokens: int = 0
     finish_reason: str | None = None
     done: bool = False
+    calls: dict[int, ToolCallDelta] = field(default_factory=dict)
 
     def feed(self, d: StreamDelta) -> str | None:
         """Apply one event; return its text chunk, if any."""
@@ -48,9 +52,19 @@ class StreamState:
         self.input_tokens = d.input_tokens if d.input_tokens is not None else self.input_tokens
         self.output_tokens = d.output_tokens if d.output_tokens is not None else self.output_tokens
         self.finish_reason = d.finish_reason or self.finish_reason
+        for c in d.tool_calls:
+            acc = self.calls.setdefault(c.index, ToolCallDelta(c.index, arguments=""))
+            acc.id, acc.name = acc.id or c.id, acc.name or c.name
+            acc.arguments = (acc.arguments or "") + (c.arguments or "")
         if d.text:
             self.parts.append(d.text)
         return d.text or None
+
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """The calls assembled so far, in index order (a call the stream never named is
+        dropped; a missing id gets one from its position)."""
+        return tuple(ToolCall(c.id or f"call_{n}", c.name, c.arguments or "{}")
+                     for n, c in enumerate(self.calls[i] for i in sorted(self.calls)) if c.name)
 
 
 class _StreamBase:
@@ -85,7 +99,7 @@ class _StreamBase:
         return self._provider._completion(self._call, text, s.model, usage, None)
 
     def _step(self, event: Any) -> str | None:
-        return self._state.feed(self._provider._delta(event))
+        return self._state.feed(self._provider._delta(event, self._call.request))
 
     def _take_pending(self) -> str | None:
         chunk, self._pending = self._pending, None
