@@ -29,7 +29,7 @@ points the model at a loopback port with nothing listening.
 Requests that offer tools get tool calls, and requests that end with a tool result get text
 quoting it (tests/support/tool_turns.py); every body received is kept in `bodies`.
 
-Every other answer's text is `<server> [<fault>] says hello END`, so a truncated answer reported as a
+Other answers read `<server> [<fault>] says hello END`, so a truncated answer reported as a
 success is visible, and the fault that produced an answer can be counted on the client side.
 Error bodies (and malformed ones) echo the credentials the server received, so any path that
 does not scrub the API key leaks the canary.
