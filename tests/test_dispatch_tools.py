@@ -17,7 +17,7 @@ import yaml
 
 from semroute.config import ModelSpec
 from semroute.dispatching import Dispatcher
-from semroute.providers import Tool, ToolCall, make_provider, neutral_messages
+from semroute.providers import Tool, ToolCall, ToolCallDelta, make_provider, neutral_messages
 from semroute.telemetry import read_trace
 from tests.dispatch_support import entry, load, shared_index, write_set
 from tests.support.faults import FaultyServer
@@ -76,7 +76,7 @@ def test_a_streamed_answer_assembles_parallel_calls_from_fragments(
     with FaultyServer("up", {"ok": 1.0}, tool_calls=2) as up:
         d = dispatcher(tmp_path, index, {"m": entry(flavour, up.base_url)}, ["m"])
         with d.dispatch(ASK, tools=[WEATHER], stream=True) as r:
-            chunks = list(r)
+            items = list(r.events())
 
         async def astream() -> tuple[list[str], tuple[ToolCall, ...]]:
             ar = await d.adispatch(ASK, tools=[WEATHER], stream=True)
@@ -84,7 +84,13 @@ def test_a_streamed_answer_assembles_parallel_calls_from_fragments(
             return got, ar.tool_calls
 
         achunks, acalls = asyncio.run(astream())
+    chunks = [i for i in items if isinstance(i, str)]
+    fragments = [(i.index, i.name, i.arguments) for i in items if isinstance(i, ToolCallDelta)]
     assert chunks == achunks == ([] if flavour == "openai" else ["Let me check."])
+    # numbered 0, 1 whatever the upstream's block indexes; name first, then two fragments
+    assert [(n, name) for n, name, _ in fragments] == [
+        (0, "get_weather"), (0, None), (0, None), (1, "get_weather"), (1, None), (1, None)]
+    assert "".join(a or "" for n, _, a in fragments if n == 1) == PARIS
     assert r.stream_state == "complete" and r.finish_reason == "tool_calls"
     assert [(c.name, json.loads(c.arguments)) for c in r.tool_calls] == [
         ("get_weather", {"city": "Paris"})] * 2

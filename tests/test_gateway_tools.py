@@ -174,14 +174,16 @@ def test_a_two_turn_tool_loop_with_the_anthropic_sdk(gateway: RunningGateway,
 # ---------------------------------------------------------------- streams
 
 
-def test_an_openai_stream_delivers_tool_call_deltas(gateway: RunningGateway) -> None:
+def test_an_openai_stream_passes_tool_call_fragments_on_as_they_come(
+        gateway: RunningGateway) -> None:
     chunks = list(oai(gateway).chat.completions.create(
         model="semroute", messages=[{"role": "user", "content": ASK}], max_tokens=64,
         tools=WEATHER_OPENAI, stream=True,  # type: ignore[arg-type]
         stream_options={"include_usage": True}))
     deltas = [d for ch in chunks if ch.choices for d in (ch.choices[0].delta.tool_calls or [])]
+    # passed on as they came: the call's id and name, then the upstream's two fragments
     assert [(d.index, d.id, d.function.name) for d in deltas  # type: ignore[union-attr]
-            ] == [(0, "call_01", "get_weather")]
+            ] == [(0, "call_01", "get_weather"), (0, None, None), (0, None, None)]
     args = "".join(d.function.arguments or "" for d in deltas)  # type: ignore[union-attr]
     assert json.loads(args) == {"city": "Paris"}
     finishes = [ch.choices[0].finish_reason for ch in chunks if ch.choices]
@@ -212,7 +214,8 @@ def test_an_anthropic_stream_delivers_tool_use_blocks(gateway: RunningGateway,
     use = final.content[-1]
     assert use.type == "tool_use" and (use.name, use.input) == (
         "get_weather", {"city": "Paris"})
-    assert any(e.type == "input_json" for e in events)  # arrived as input_json_delta
+    # the arguments arrived in the upstream's two fragments, as input_json_delta events
+    assert sum(e.type == "input_json" for e in events) == 2
     texts = [b.text for b in final.content if b.type == "text"]
     assert texts == (["Let me check."] if upstream_model == "ant" else [])
 

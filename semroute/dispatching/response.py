@@ -4,7 +4,7 @@ iterate it, leave early, or close it; it is traced once, whichever way it ends."
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
@@ -19,6 +19,7 @@ from semroute.providers import (
     Plan,
     Stream,
     ToolCall,
+    ToolCallDelta,
     Usage,
     run_async,
     run_sync,
@@ -79,41 +80,69 @@ class Response:
     _opened: float = field(default_factory=time.perf_counter, repr=False)
 
     def __iter__(self) -> Iterator[str]:
+        items = self.events()
+        try:
+            for item in items:
+                if isinstance(item, str):
+                    yield item
+        finally:
+            items.close()
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        items = self.aevents()
+        try:
+            async for item in items:
+                if isinstance(item, str):
+                    yield item
+        finally:
+            await items.aclose()
+
+    def events(self) -> Generator[str | ToolCallDelta, None, None]:
+        """Like iterating, but tool calls too: text chunks and `ToolCallDelta`s (a call's
+        index, id and name first, then argument fragments) in the order they arrive; a
+        finished answer gives its text, then each call whole."""
         stream = self._stream
         if stream is None:
-            yield self.text
+            yield from self._finished()
             return
         if not isinstance(stream, Stream):
             raise TypeError(ASYNC_ONLY)
         end: StreamState = "closed early"  # unless the loop below runs to its end
         error: ProviderError | None = None
         try:
-            yield from stream
+            yield from stream.items()
             end = "complete"
-        except ProviderError as exc:  # StreamInterruptedError: text was already delivered
+        except ProviderError as exc:  # StreamInterruptedError: output was already delivered
             end, error = "interrupted", exc
             raise
         finally:
             self._end(end, error)
 
-    async def __aiter__(self) -> AsyncIterator[str]:
+    async def aevents(self) -> AsyncGenerator[str | ToolCallDelta, None]:
+        """Async `events`."""
         stream = self._stream
         if stream is None:
-            yield self.text
+            for item in self._finished():
+                yield item
             return
         if not isinstance(stream, AsyncStream):
             raise TypeError(SYNC_ONLY)
         end: StreamState = "closed early"
         error: ProviderError | None = None
         try:
-            async for chunk in stream:
-                yield chunk
+            async for item in stream.items():
+                yield item
             end = "complete"
-        except ProviderError as exc:  # StreamInterruptedError: text was already delivered
+        except ProviderError as exc:  # StreamInterruptedError: output was already delivered
             end, error = "interrupted", exc
             raise
         finally:
             await self._aend(end, error)
+
+    def _finished(self) -> list[str | ToolCallDelta]:
+        text: list[str | ToolCallDelta] = [self.text] if self.text or not self.tool_calls else []
+        return text + [ToolCallDelta(n, c.id, c.name, c.arguments)
+                       for n, c in enumerate(self.tool_calls)]
 
     def close(self) -> None:
         """Stop a streamed answer: release its connection and trace what was received.

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from semroute.dispatching import Response
 from semroute.errors import GatewayError
 from semroute.gateway.calls import ChatCall, bad_field, neutral_call_messages, tool_extra
-from semroute.providers import arguments_object
+from semroute.providers import ToolCallDelta, arguments_object
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
                 "content_filter": "refusal"}
@@ -115,16 +115,16 @@ def event(name: str, data: dict[str, Any]) -> bytes:
 
 
 class EventWriter:
-    """SSE events of one streamed answer: message_start; the text block (opened at the first
-    text delta, a content_block_delta per delta); each tool call as a tool_use block with one
-    input_json_delta (whole: the calls are complete when the upstream stream ends);
-    message_delta (stop reason and usage), message_stop. An answer with neither text nor
-    calls still has an (empty) text block."""
+    """SSE events of one streamed answer: message_start; content blocks as the output comes
+    (a text block with a content_block_delta per text delta; a tool_use block per tool call,
+    opened with its id and name, then an input_json_delta per argument fragment; each block
+    stopped when the next starts); message_delta (stop reason and usage), message_stop. An
+    answer with no output at all still has an (empty) text block."""
 
     def __init__(self, r: Response) -> None:
         self.r = r
-        self.blocks = 0  # blocks opened so far
-        self.text_open = False
+        self.blocks = 0  # blocks opened so far; the open one is blocks - 1
+        self.open: tuple[str, int] | None = None  # ("text", -1) or ("tool", call index)
 
     def start(self) -> bytes:
         r = self.r
@@ -134,31 +134,41 @@ class EventWriter:
             "usage": {"input_tokens": 0, "output_tokens": 0}}
         return event("message_start", {"message": message})
 
-    def _open_text(self) -> bytes:
-        self.text_open, self.blocks = True, self.blocks + 1
-        return event("content_block_start",
-                     {"index": 0, "content_block": {"type": "text", "text": ""}})
+    def _switch(self, kind: tuple[str, int], block: dict[str, Any]) -> bytes:
+        out = self._stop()
+        self.open, self.blocks = kind, self.blocks + 1
+        return out + event("content_block_start",
+                           {"index": self.blocks - 1, "content_block": block})
+
+    def _stop(self) -> bytes:
+        if self.open is None:
+            return b""
+        self.open = None
+        return event("content_block_stop", {"index": self.blocks - 1})
 
     def text(self, chunk: str) -> bytes:
-        head = b"" if self.text_open else self._open_text()
-        return head + event("content_block_delta",
-                            {"index": 0, "delta": {"type": "text_delta", "text": chunk}})
+        head = b"" if self.open == ("text", -1) else self._switch(
+            ("text", -1), {"type": "text", "text": ""})
+        return head + event("content_block_delta", {
+            "index": self.blocks - 1, "delta": {"type": "text_delta", "text": chunk}})
+
+    def tool(self, d: ToolCallDelta) -> bytes:
+        head = b""
+        if self.open != ("tool", d.index):
+            head = self._switch(("tool", d.index), {
+                "type": "tool_use", "id": d.id or f"toolu_{d.index}", "name": d.name or "",
+                "input": {}})
+        if not d.arguments:
+            return head
+        return head + event("content_block_delta", {
+            "index": self.blocks - 1,
+            "delta": {"type": "input_json_delta", "partial_json": d.arguments}})
 
     def end(self) -> bytes:
         r = self.r
-        out = b""
-        if not self.text_open and not r.tool_calls:
-            out += self._open_text()
-        if self.text_open:
-            out += event("content_block_stop", {"index": 0})
-        for block in tool_use_json(r):
-            n, self.blocks = self.blocks, self.blocks + 1
-            out += (event("content_block_start", {"index": n, "content_block": {
-                        **block, "input": {}}})
-                    + event("content_block_delta", {"index": n, "delta": {
-                        "type": "input_json_delta", "partial_json": json.dumps(block["input"])}})
-                    + event("content_block_stop", {"index": n}))
-        return (out
+        out = self._switch(("text", -1), {"type": "text", "text": ""}) if not self.blocks \
+            else b""
+        return (out + self._stop()
                 + event("message_delta", {
                     "delta": {"stop_reason": stop_reason(r), "stop_sequence": None},
                     "usage": {"input_tokens": r.usage.input_tokens,

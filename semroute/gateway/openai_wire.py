@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from semroute.dispatching import Response
 from semroute.errors import GatewayError
 from semroute.gateway.calls import ChatCall, bad_field, neutral_call_messages, tool_extra
+from semroute.providers import ToolCallDelta
 
 DEFAULT_MAX_TOKENS = 1024
 
@@ -129,9 +130,9 @@ def completion_json(r: Response) -> dict[str, Any]:
 
 
 class ChunkWriter:
-    """SSE frames of one streamed answer: a role chunk, one chunk per text delta, one
-    `delta.tool_calls` chunk per tool call (whole: the calls are complete when the upstream
-    stream ends), the finish chunk, the usage chunk (when asked:
+    """SSE frames of one streamed answer: a role chunk, one chunk per text delta and per
+    tool-call fragment (`delta.tool_calls`: the call's index, id, type and name first, then
+    argument fragments), the finish chunk, the usage chunk (when asked:
     `stream_options.include_usage`), then `[DONE]`."""
 
     def __init__(self, r: Response, include_usage: bool) -> None:
@@ -154,13 +155,19 @@ class ChunkWriter:
     def text(self, chunk: str) -> bytes:
         return self._frame([{"index": 0, "delta": {"content": chunk}, "finish_reason": None}])
 
+    def tool(self, d: ToolCallDelta) -> bytes:
+        call: dict[str, Any] = {"index": d.index}
+        if d.id is not None or d.name is not None:  # the call's first fragment
+            call.update(id=d.id, type="function",
+                        function={"name": d.name, "arguments": d.arguments or ""})
+        else:
+            call["function"] = {"arguments": d.arguments or ""}
+        return self._frame([{"index": 0, "delta": {"tool_calls": [call]},
+                             "finish_reason": None}])
+
     def end(self) -> bytes:
-        out = b"".join(
-            self._frame([{"index": 0, "delta": {"tool_calls": [{"index": n, **call}]},
-                          "finish_reason": None}])
-            for n, call in enumerate(tool_calls_json(self.r)))
-        out += self._frame([{"index": 0, "delta": {},
-                             "finish_reason": self.r.finish_reason or "stop"}])
+        out = self._frame([{"index": 0, "delta": {},
+                            "finish_reason": self.r.finish_reason or "stop"}])
         if self.include_usage:
             out += self._frame([], usage_json(self.r))
         return out + b"data: [DONE]\n\n"

@@ -33,6 +33,7 @@ from semroute.providers.streaming import AsyncStream, Stream
 from semroute.providers.tools import (
     Tool,
     ToolCall,
+    ToolCallDelta,
     ToolChoice,
     arguments_object,
     as_stop,
@@ -61,6 +62,7 @@ __all__ = [
     "StreamInterruptedError",
     "Tool",
     "ToolCall",
+    "ToolCallDelta",
     "ToolChoice",
     "Usage",
     "arguments_object",
