@@ -174,3 +174,22 @@ def test_a_provider_translates_openai_shaped_history_for_anthropic(
     assert sent[2] == {"role": "user", "content": [
         {"type": "tool_result", "tool_use_id": "call_1", "content": "rain"},
         {"type": "text", "text": "and tomorrow?"}]}
+
+
+def test_an_error_result_and_a_tool_choice_without_tools_in_chat_completions(
+        upstream: FaultyServer) -> None:
+    spec = ModelSpec("m", "openai", "gpt-x", base_url=f"{upstream.base_url}/v1")
+    done = make_provider(spec).complete([
+        {"role": "user", "content": ASK},
+        {"role": "assistant", "content": [
+            {"type": "tool_use", "id": "t1", "name": "get_weather", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                                      "is_error": True, "content": [
+                                          {"type": "text", "text": "city unknown"}]}]}],
+        tool_choice="none", max_tokens=32)
+    assert done.text == "up [ok] tool said: Error: city unknown END"
+    body = upstream.bodies[-1]
+    assert "tool_choice" not in body and "tools" not in body  # no tools: nothing to choose
+    assert body["messages"][1] == {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "t1", "type": "function", "function": {"name": "get_weather",
+                                                      "arguments": "{}"}}]}

@@ -55,6 +55,10 @@ class Response:
     counted; None when no budget applied.
     On a cascade route (README "Cascades"), `cascade` lists each step tried, its gate verdict
     and cost; `usage` and `cost_usd` sum every step and every judge call.
+
+    `tool_calls` are the calls the model asked for (README "Tools"; `finish_reason`
+    "tool_calls", `text` may be empty); a stream's are complete when it ends, and
+    `events()` / `aevents()` yield their fragments as they arrive, between the text chunks.
     """
 
     request_id: str

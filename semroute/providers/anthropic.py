@@ -88,7 +88,7 @@ class AnthropicProvider(Provider[anthropic.Anthropic, anthropic.AsyncAnthropic])
                  "input_schema": dict(t.parameters)}
                 for t in request.tools
             ]
-        if request.tool_choice is not None and not request.labels:
+        if request.tool_choice is not None and request.tools and not request.labels:
             kwargs["tool_choice"] = anthropic_tool_choice(request.tool_choice)
         if request.stop:
             kwargs["stop_sequences"] = list(request.stop)

@@ -75,8 +75,8 @@ class OpenAIProvider(Provider[openai.OpenAI, openai.AsyncOpenAI]):
             kwargs["tools"] = [{"type": "function", "function": {
                 "name": t.name, **({"description": t.description} if t.description else {}),
                 "parameters": dict(t.parameters)}} for t in request.tools]
-        if request.tool_choice is not None and not request.labels:
-            kwargs.update(openai_tool_choice(request.tool_choice, bool(request.tools)))
+        if request.tool_choice is not None and request.tools and not request.labels:
+            kwargs.update(openai_tool_choice(request.tool_choice))
         if request.stop:
             kwargs["stop"] = list(request.stop)
         if stream:
@@ -137,11 +137,11 @@ def openai_message(m: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def openai_tool_choice(choice: ToolChoice, has_tools: bool) -> dict[str, Any]:
+def openai_tool_choice(choice: ToolChoice) -> dict[str, Any]:
     """`tool_choice` (and `parallel_tool_calls`) as Chat Completions takes them."""
     out: dict[str, Any] = {"tool_choice": choice.mode if choice.mode != "tool" else {
         "type": "function", "function": {"name": choice.name}}}
-    if choice.parallel is not None and has_tools:
+    if choice.parallel is not None:
         out["parallel_tool_calls"] = choice.parallel
     return out
 
