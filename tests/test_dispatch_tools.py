@@ -128,9 +128,27 @@ def test_a_cascade_accepts_a_tool_call_instead_of_escalating(
                                            "gates": ["non_empty", "not_refusal"]})
         r = d.dispatch(ASK, tools=[WEATHER])
         assert not strong.hits, "the strong model was never asked"
+        streamed = d.dispatch(ASK, tools=[WEATHER], stream=True)  # gated: cheap, whole
+        items = list(streamed.events())
+        assert not strong.hits
     assert r.model_key == "cheap" and r.tool_calls[0].name == "get_weather"
     assert r.cascade is not None and r.cascade.accepted
     assert "tool call" in r.cascade.steps[0].why
+    assert items == [ToolCallDelta(0, "call_01", "get_weather", PARIS)]
+
+
+def test_a_parallel_route_picks_among_tool_call_answers_by_what_they_say(
+        tmp_path: Path, index: Path, upstream: FaultyServer) -> None:
+    with FaultyServer("two", {"ok": 1.0}, tool_calls=2) as two:
+        d = dispatcher(tmp_path, index, {"gpt": entry("openai", two.base_url),
+                                         "claude": entry("anthropic", upstream.base_url)},
+                       ["gpt"], parallel={"models": ["gpt", "claude"], "pick": "longest"})
+        r = d.dispatch(ASK, tools=[WEATHER])
+    # gpt has no text but two calls; claude says "Let me check." and makes one call: the
+    # picker sees each answer's calls as text, so gpt's is the longer answer
+    assert r.model_key == "gpt" and r.text == "" and len(r.tool_calls) == 2
+    assert r.parallel is not None and r.parallel.answered == ("gpt", "claude")
+    assert "characters" in r.parallel.reason
 
 
 def test_both_wire_shapes_of_a_tool_loop_read_the_same() -> None:
