@@ -17,6 +17,7 @@ import yaml
 
 from semroute.config import ModelSpec
 from semroute.dispatching import Dispatcher
+from semroute.errors import StreamInterruptedError
 from semroute.providers import Tool, ToolCall, ToolCallDelta, make_provider, neutral_messages
 from semroute.telemetry import read_trace
 from tests.dispatch_support import entry, load, shared_index, write_set
@@ -211,3 +212,16 @@ def test_an_error_result_and_a_tool_choice_without_tools_in_chat_completions(
     assert body["messages"][1] == {"role": "assistant", "content": None, "tool_calls": [
         {"id": "t1", "type": "function", "function": {"name": "get_weather",
                                                       "arguments": "{}"}}]}
+
+
+def test_a_stream_cut_inside_a_tool_call_is_interrupted_not_half_returned(
+        tmp_path: Path, index: Path) -> None:
+    with FaultyServer("cut", {"ok": 1.0}, script=["cut_after_text"]) as cut:
+        d = dispatcher(tmp_path, index, {"m": entry("openai", cut.base_url)}, ["m"])
+        r = d.dispatch(ASK, tools=[WEATHER], stream=True)  # primed on the call's name
+        got: list[Any] = []
+        with pytest.raises(StreamInterruptedError):
+            for item in r.events():
+                got.append(item)
+    assert [g.name for g in got] == ["get_weather", None]  # the name, one fragment
+    assert r.stream_state == "interrupted" and r.tool_calls == ()
