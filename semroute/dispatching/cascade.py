@@ -8,7 +8,9 @@ file's order: the free ones first (`non_empty`, `not_refusal`, `json`, `json_sch
 then `self_confidence`, which only parses), the judge last, so a judge is paid only when it
 can decide. The first failing gate escalates. The last step is not gated: nothing is left to
 escalate to, and a stream can start at once. When the last step fails too, the latest
-answer that failed a gate is returned rather than nothing; the outcome says so.
+answer that failed a gate is returned rather than nothing; the outcome says so. A step that
+answers with tool calls is accepted: gates check text, and a call is an action for the caller
+to run, whose result comes back in the next request (README "Tools").
 
 Streams (`stream=True`): with `cascade.stream: gated` (the default) the steps before the last
 run non-streamed and gated; an accepted answer is returned complete (iterating it yields its
@@ -155,6 +157,11 @@ def climb(route: Route, spec_of: Callable[[str], ModelSpec], messages: Sequence[
             records.append(replace(base, why="the last step (not gated)"))
             return Climbed(spec, done, done.text, usage, cost, _mark(attempts), CascadeOutcome(
                 tuple(records), spec.key, False, _final_reason(records)))
+        if done.tool_calls:  # an action, not text: text gates cannot judge it
+            records.append(replace(base, verdict="accepted", why=(
+                f"answered with {len(done.tool_calls)} tool call(s); gates check text only")))
+            return Climbed(spec, done, done.text, usage, cost, _mark(attempts), CascadeOutcome(
+                tuple(records), spec.key, True, f"step {n} ({spec.key}) called a tool"))
         text, confidence, problem = done.text, None, None
         failed: tuple[str, str] | None = None
         if confidence_gate is not None:

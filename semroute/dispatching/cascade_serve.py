@@ -73,6 +73,7 @@ def serve_cascade(host: CascadeHost, request_id: str, decision: Decision, placed
         latency_ms=latency, attempts=climbed.attempts, decision=decision,
         stream_state="complete" if done else "open", sticky=placed.sticky,
         cascade=climbed.cascade, budget=host.grant.record, _stream=live,
+        tool_calls=done.tool_calls if done else (),
         _settle=None if done else partial(_settled, host, climbed))
     if done is not None:
         latency["total"] = sum(v for k, v in latency.items() if k != "total")

@@ -29,7 +29,7 @@ from semroute.dispatching.cascade_serve import CascadeHost, serve_cascade
 from semroute.dispatching.chain import Answered, call_chain
 from semroute.dispatching.cooldowns import Cooldowns
 from semroute.dispatching.journaling import feedback_plan, logged_request
-from semroute.dispatching.messages import as_messages, latest_user_turn
+from semroute.dispatching.messages import as_messages, latest_user_turn, tool_options
 from semroute.dispatching.parallel import Picker, ask_in_parallel, missing_picker
 from semroute.dispatching.recording import OutcomeRecorder
 from semroute.dispatching.response import Response, Settle
@@ -203,6 +203,7 @@ class Dispatcher:
         t0 = time.perf_counter()
         request_id = new_id()
         messages = as_messages(request)
+        kwargs = tool_options(kwargs)
         turn = latest_user_turn(messages)
         # the latest turn, in the context of the conversation; rules see request metadata
         if asked.model is not None:  # the caller chose the model: nothing to decide
@@ -305,7 +306,7 @@ class Dispatcher:
             provider=spec.provider, text=done.text, usage=picked.usage,
             cost_usd=picked.cost_usd, finish_reason=done.finish_reason, latency_ms=latency,
             attempts=picked.attempts, decision=decision, sticky=placed.sticky,
-            parallel=picked.outcome, budget=grant.record)
+            parallel=picked.outcome, budget=grant.record, tool_calls=done.tool_calls)
         yield from settle(self.state.budgets, grant, picked.cost_usd)
         yield from self._write(trace_record(
             request_id, decision, r.attempts, latency, response=r,
@@ -328,6 +329,7 @@ class Dispatcher:
             usage=done.usage if done else Usage(), cost_usd=0.0,
             finish_reason=done.finish_reason if done else None, latency_ms=latency,
             attempts=answered.attempts, decision=decision,
+            tool_calls=done.tool_calls if done else (),
             stream_state="complete" if done else "open",
             _stream=stream, _settle=None if done else settle)
 

@@ -38,7 +38,7 @@ from semroute.dispatching.attempts import Attempt
 from semroute.dispatching.chain import Answered, call_chain
 from semroute.dispatching.state import DispatchState
 from semroute.errors import AllModelsFailedError, ConfigError, ProviderError
-from semroute.providers import Completion, Message, Offload, Parallel, Plan
+from semroute.providers import Completion, Message, Offload, Parallel, Plan, calls_text
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def ask_in_parallel(route: Route, spec_of: Callable[[str], ModelSpec],
         error.add_note(f"parallel route: {len(answers)} of {len(p.models)} models answered; "
                        f"min_answers is {p.min_answers}")
         raise error
-    texts = [_completion(a).text for a in answers]
+    texts = [answer_text(_completion(a)) for a in answers]
     judge_answer: str | None = None
     scores: tuple[float, ...] | None = None
     if len(answers) == 1:
@@ -199,6 +199,12 @@ def ask_in_parallel(route: Route, spec_of: Callable[[str], ModelSpec],
         calls=tuple(calls))
     return Picked(chosen.spec, _completion(chosen), usage, sum(c.cost_usd for c in calls),
                   attempts, outcome)
+
+
+def answer_text(done: Completion) -> str:
+    """What pickers and the judge see of an answer: its text, then its tool calls as
+    `[tool call] name(arguments)` lines (a tool-call answer is an answer like any other)."""
+    return "\n".join(x for x in (done.text, calls_text(done.tool_calls)) if x)
 
 
 def _completion(answered: Answered) -> Completion:

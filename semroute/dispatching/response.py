@@ -4,7 +4,7 @@ iterate it, leave early, or close it; it is traced once, whichever way it ends."
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
@@ -13,7 +13,17 @@ from semroute.dispatching.attempts import Attempt
 from semroute.dispatching.cascade import CascadeOutcome
 from semroute.dispatching.parallel import ParallelOutcome
 from semroute.errors import ProviderError
-from semroute.providers import AsyncStream, Completion, Plan, Stream, Usage, run_async, run_sync
+from semroute.providers import (
+    AsyncStream,
+    Completion,
+    Plan,
+    Stream,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    run_async,
+    run_sync,
+)
 from semroute.routing import Decision
 
 StreamState = Literal["open", "complete", "closed early", "interrupted"]
@@ -45,6 +55,10 @@ class Response:
     counted; None when no budget applied.
     On a cascade route (README "Cascades"), `cascade` lists each step tried, its gate verdict
     and cost; `usage` and `cost_usd` sum every step and every judge call.
+
+    `tool_calls` are the calls the model asked for (README "Tools"; `finish_reason`
+    "tool_calls", `text` may be empty); a stream's are complete when it ends, and
+    `events()` / `aevents()` yield their fragments as they arrive, between the text chunks.
     """
 
     request_id: str
@@ -64,46 +78,75 @@ class Response:
     parallel: ParallelOutcome | None = None
     budget: dict[str, Any] | None = None
     cascade: CascadeOutcome | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
     _stream: Stream | AsyncStream | None = field(default=None, repr=False)
     _settle: Settle | None = field(default=None, repr=False)
     _opened: float = field(default_factory=time.perf_counter, repr=False)
 
     def __iter__(self) -> Iterator[str]:
+        items = self.events()
+        try:
+            for item in items:
+                if isinstance(item, str):
+                    yield item
+        finally:
+            items.close()
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        items = self.aevents()
+        try:
+            async for item in items:
+                if isinstance(item, str):
+                    yield item
+        finally:
+            await items.aclose()
+
+    def events(self) -> Generator[str | ToolCallDelta, None, None]:
+        """Like iterating, but tool calls too: text chunks and `ToolCallDelta`s (a call's
+        index, id and name first, then argument fragments) in the order they arrive; a
+        finished answer gives its text, then each call whole."""
         stream = self._stream
         if stream is None:
-            yield self.text
+            yield from self._finished()
             return
         if not isinstance(stream, Stream):
             raise TypeError(ASYNC_ONLY)
         end: StreamState = "closed early"  # unless the loop below runs to its end
         error: ProviderError | None = None
         try:
-            yield from stream
+            yield from stream.items()
             end = "complete"
-        except ProviderError as exc:  # StreamInterruptedError: text was already delivered
+        except ProviderError as exc:  # StreamInterruptedError: output was already delivered
             end, error = "interrupted", exc
             raise
         finally:
             self._end(end, error)
 
-    async def __aiter__(self) -> AsyncIterator[str]:
+    async def aevents(self) -> AsyncGenerator[str | ToolCallDelta, None]:
+        """Async `events`."""
         stream = self._stream
         if stream is None:
-            yield self.text
+            for item in self._finished():
+                yield item
             return
         if not isinstance(stream, AsyncStream):
             raise TypeError(SYNC_ONLY)
         end: StreamState = "closed early"
         error: ProviderError | None = None
         try:
-            async for chunk in stream:
-                yield chunk
+            async for item in stream.items():
+                yield item
             end = "complete"
-        except ProviderError as exc:  # StreamInterruptedError: text was already delivered
+        except ProviderError as exc:  # StreamInterruptedError: output was already delivered
             end, error = "interrupted", exc
             raise
         finally:
             await self._aend(end, error)
+
+    def _finished(self) -> list[str | ToolCallDelta]:
+        text: list[str | ToolCallDelta] = [self.text] if self.text or not self.tool_calls else []
+        return text + [ToolCallDelta(n, c.id, c.name, c.arguments)
+                       for n, c in enumerate(self.tool_calls)]
 
     def close(self) -> None:
         """Stop a streamed answer: release its connection and trace what was received.
@@ -161,6 +204,7 @@ class Response:
         self, end: StreamState, got: Completion, chunks: int, error: ProviderError | None
     ) -> Plan[None] | None:
         self.text, self.usage, self.finish_reason = got.text, got.usage, got.finish_reason
+        self.tool_calls = got.tool_calls
         self.stream_state = end
         self.latency_ms["stream"] = (time.perf_counter() - self._opened) * 1e3
         return None if self._settle is None else self._settle(self, chunks, error)

@@ -32,7 +32,8 @@ def trace_record(
     `budget` what the budgets did (the response's, else the one given; hashed ids only);
 
     `cascade` the steps a cascade route climbed (`CascadeOutcome.to_dict()`, no answer text);
-    `tier` what the route's ladder chose (`TierChoice`: predictions, neighbours' text hashes)."""
+    `tier` what the route's ladder chose (`TierChoice`: predictions, neighbours' text hashes);
+    `tool_calls` the count and tool names of the calls the model asked for (no arguments)."""
     c = decision.classifier
     record: dict[str, Any] = {
         "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -68,6 +69,9 @@ def trace_record(
         "budget": response.budget if response else budget,
         "cascade": response.cascade.to_dict() if response and response.cascade else None,
         "tier": None if decision.tier is None else asdict(decision.tier),  # hashes, no text
+        "tool_calls": {"count": len(response.tool_calls),  # names only, never arguments
+                       "names": [c.name for c in response.tool_calls]}
+        if response and response.tool_calls else None,
     }
     if sticky is not None:
         record["route"] = sticky["to_route"]

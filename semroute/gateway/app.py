@@ -247,8 +247,8 @@ class Gateway:
             anthropic_wire.EventWriter(r)
         try:
             yield writer.start()
-            async for chunk in r:
-                yield writer.text(chunk)
+            async for item in r.aevents():  # text and tool-call fragments, as they come
+                yield writer.text(item) if isinstance(item, str) else writer.tool(item)
             yield writer.end()
         except ProviderError as exc:  # the stream broke after text: say so in-band
             ending.status = "stream_interrupted"

@@ -9,15 +9,17 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from semroute.errors import GatewayError
+from semroute.providers import as_stop, as_tool_choice, as_tools, neutral_messages
 
 Api = Literal["openai", "anthropic"]
 
 
 @dataclass
 class ChatCall:
-    """A parsed request: what to dispatch (`messages`, `system`, `max_tokens`, `stream`),
-    `model` as the client named it, `extra` SDK options passed through to the model
-    (temperature, top_p, tools, tool_choice) and the caller's `user` and `metadata`."""
+    """A parsed request: what to dispatch (`messages` in the neutral form, tool calls and
+    results included; `system`, `max_tokens`, `stream`), `model` as the client named it,
+    `extra` model options (temperature and top_p as sent; tools, tool_choice and stop in
+    their neutral form) and the caller's `user` and `metadata`."""
 
     api: Api
     model: str
@@ -51,3 +53,39 @@ def bad_field(exc: ValidationError) -> GatewayError:
     more = len(exc.errors()) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return GatewayError(400, f"field '{where}': {msg}{tail}", param=where)
+
+
+def neutral_call_messages(raw: list[dict[str, Any]], positions: list[int],
+                          ) -> list[dict[str, Any]]:
+    """Messages in the neutral form (`providers.neutral_messages`); a malformed tool call or
+    result is a 400 naming its place in the body (`positions`: each raw message's index)."""
+    try:
+        messages = neutral_messages([{k: v for k, v in m.items() if v is not None}
+                                     for m in raw])
+    except ValueError as exc:
+        text = str(exc)
+        where = text.split(":", 1)[0]
+        if where.startswith("messages[") and "]" in where:  # renumber to the body's index
+            n, rest = where[len("messages["):].split("]", 1)
+            where = f"messages[{positions[int(n)]}]{rest}"
+        raise GatewayError(400, f"field '{where}':{text.split(':', 1)[1]}",
+                           param=where) from None
+    return messages
+
+
+def tool_extra(tools: Any, tool_choice: Any, parallel: bool | None, stop: Any,
+               stop_field: str) -> dict[str, Any]:
+    """`tools`, `tool_choice` and stop sequences read into their neutral form, as dispatch
+    options; a 400 naming the field otherwise."""
+    out: dict[str, Any] = {}
+    for name, read in (("tools", lambda: as_tools(tools)),
+                       ("tool_choice", lambda: as_tool_choice(tool_choice, parallel)),
+                       (stop_field, lambda: as_stop(stop, stop_field))):
+        try:
+            value = read()
+        except ValueError as exc:
+            where, _, why = str(exc).partition(":")
+            raise GatewayError(400, f"field '{where}':{why}", param=where) from None
+        if value:
+            out["stop" if name == stop_field else name] = value
+    return out

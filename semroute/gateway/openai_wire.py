@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from semroute.dispatching import Response
 from semroute.errors import GatewayError
-from semroute.gateway.calls import ChatCall, bad_field
+from semroute.gateway.calls import ChatCall, bad_field, neutral_call_messages, tool_extra
+from semroute.providers import ToolCallDelta
 
 DEFAULT_MAX_TOKENS = 1024
 
@@ -26,9 +27,11 @@ class ContentPart(_Wire):
 
 
 class OpenAIMessage(_Wire):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[ContentPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
 
 
 class StreamOptions(_Wire):
@@ -36,8 +39,9 @@ class StreamOptions(_Wire):
 
 
 class ChatCompletionRequest(_Wire):
-    """`POST /v1/chat/completions`. `tools`/`tool_choice`, `temperature` and `top_p` go to the
-    model as they are; `user` and `metadata` are the caller's (never sent on)."""
+    """`POST /v1/chat/completions`. `tools`, `tool_choice`, `parallel_tool_calls` and `stop`
+    are read into their neutral form (any provider can serve them); `temperature` and `top_p`
+    go to the model as they are; `user` and `metadata` are the caller's (never sent on)."""
 
     model: str = Field(min_length=1)
     messages: list[OpenAIMessage] = Field(min_length=1)
@@ -50,6 +54,8 @@ class ChatCompletionRequest(_Wire):
     n: int = Field(default=1, ge=1, le=1)
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    stop: str | list[str] | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None
 
@@ -61,26 +67,29 @@ def parse_openai(body: Any) -> ChatCall:
     except ValidationError as exc:
         raise bad_field(exc) from None
     systems: list[str] = []
-    messages: list[dict[str, Any]] = []
+    raw: list[dict[str, Any]] = []
     for i, m in enumerate(req.messages):
-        content: str | list[dict[str, Any]] = m.content if isinstance(m.content, str) else [
-            p.model_dump() for p in m.content]
+        content: str | list[dict[str, Any]] | None = m.content if not isinstance(
+            m.content, list) else [p.model_dump() for p in m.content]
         if m.role in ("system", "developer"):
             if not isinstance(content, str):
-                content = "\n".join(str(p.get("text", "")) for p in content)
+                content = "\n".join(str(p.get("text", "")) for p in content or [])
             systems.append(content)
-        elif not content:
+        elif not content and not (m.role == "assistant" and m.tool_calls) and m.role != "tool":
             raise GatewayError(400, f"field 'messages[{i}].content': must not be empty",
                                param=f"messages[{i}].content")
         else:
-            messages.append({"role": m.role, "content": content})
+            raw.append({"role": m.role, "content": content, "tool_calls": m.tool_calls,
+                        "tool_call_id": m.tool_call_id})
+    messages = neutral_call_messages(raw, [i for i, m in enumerate(req.messages)
+                                           if m.role not in ("system", "developer")])
     if not any(m["role"] == "user" for m in messages):
         raise GatewayError(400, "field 'messages': needs at least one user message",
                            param="messages")
     extra: dict[str, Any] = {k: v for k, v in (("temperature", req.temperature),
-                                                ("top_p", req.top_p), ("tools", req.tools),
-                                                ("tool_choice", req.tool_choice))
-                             if v is not None}
+                                                ("top_p", req.top_p)) if v is not None}
+    extra.update(tool_extra(req.tools, req.tool_choice, req.parallel_tool_calls, req.stop,
+                            "stop"))
     return ChatCall(
         api="openai", model=req.model, messages=messages,
         system="\n\n".join(systems) or None,
@@ -96,20 +105,35 @@ def usage_json(r: Response) -> dict[str, int]:
             "total_tokens": u.input_tokens + u.output_tokens}
 
 
+def tool_calls_json(r: Response) -> list[dict[str, Any]]:
+    """The answer's tool calls as Chat Completions' `message.tool_calls`."""
+    return [{"id": c.id, "type": "function",
+             "function": {"name": c.name, "arguments": c.arguments}} for c in r.tool_calls]
+
+
+def message_json(r: Response) -> dict[str, Any]:
+    """The assistant message: its text (null when it only calls tools) and tool calls."""
+    if not r.tool_calls:
+        return {"role": "assistant", "content": r.text}
+    return {"role": "assistant", "content": r.text or None, "tool_calls": tool_calls_json(r)}
+
+
 def completion_json(r: Response) -> dict[str, Any]:
     """The `chat.completion` body of a finished answer."""
     return {
         "id": f"chatcmpl-{r.request_id}", "object": "chat.completion",
         "created": int(time.time()), "model": r.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": r.text},
+        "choices": [{"index": 0, "message": message_json(r),
                      "finish_reason": r.finish_reason or "stop", "logprobs": None}],
         "usage": usage_json(r),
     }
 
 
 class ChunkWriter:
-    """SSE frames of one streamed answer: a role chunk, one chunk per text delta, the finish
-    chunk, the usage chunk (when asked: `stream_options.include_usage`), then `[DONE]`."""
+    """SSE frames of one streamed answer: a role chunk, one chunk per text delta and per
+    tool-call fragment (`delta.tool_calls`: the call's index, id, type and name first, then
+    argument fragments), the finish chunk, the usage chunk (when asked:
+    `stream_options.include_usage`), then `[DONE]`."""
 
     def __init__(self, r: Response, include_usage: bool) -> None:
         self.r, self.include_usage = r, include_usage
@@ -130,6 +154,16 @@ class ChunkWriter:
 
     def text(self, chunk: str) -> bytes:
         return self._frame([{"index": 0, "delta": {"content": chunk}, "finish_reason": None}])
+
+    def tool(self, d: ToolCallDelta) -> bytes:
+        call: dict[str, Any] = {"index": d.index}
+        if d.id is not None or d.name is not None:  # the call's first fragment
+            call.update(id=d.id, type="function",
+                        function={"name": d.name, "arguments": d.arguments or ""})
+        else:
+            call["function"] = {"arguments": d.arguments or ""}
+        return self._frame([{"index": 0, "delta": {"tool_calls": [call]},
+                             "finish_reason": None}])
 
     def end(self) -> bytes:
         out = self._frame([{"index": 0, "delta": {},

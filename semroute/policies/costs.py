@@ -43,6 +43,8 @@ def estimate_input_tokens(messages: Sequence[Message], system: str | None = None
         images = sum(1 for p in content if not (isinstance(p, Mapping) and p.get("type") == "text")
                      ) if isinstance(content, list) else 0
         total += MESSAGE_OVERHEAD + text_tokens(message_text(content)) + images * IMAGE_TOKENS
+        for call in m.get("tool_calls") or ():  # a call's id, name and arguments are sent
+            total += MESSAGE_OVERHEAD + text_tokens(str(call))
     return total
 
 

@@ -30,6 +30,18 @@ from semroute.providers.effects import (
 )
 from semroute.providers.request import Message, message_text
 from semroute.providers.streaming import AsyncStream, Stream
+from semroute.providers.tools import (
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    arguments_object,
+    as_stop,
+    as_tool_choice,
+    as_tools,
+    calls_text,
+    neutral_messages,
+)
 
 __all__ = [
     "AsyncStream",
@@ -48,10 +60,20 @@ __all__ = [
     "Sleep",
     "Stream",
     "StreamInterruptedError",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolChoice",
     "Usage",
+    "arguments_object",
+    "as_stop",
+    "as_tool_choice",
+    "as_tools",
+    "calls_text",
     "completed",
     "make_provider",
     "message_text",
+    "neutral_messages",
     "run_async",
     "run_sync",
 ]

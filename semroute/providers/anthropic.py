@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import anthropic
@@ -16,18 +17,21 @@ from anthropic.types import Message as AnthropicMessage
 from anthropic.types import RawMessageStreamEvent
 
 from semroute.config import Usage
-from semroute.providers.base import Provider, post_arguments
+from semroute.providers.base import Provider
 from semroute.providers.errors import SdkErrors
 from semroute.providers.request import (
     ChatRequest,
     Content,
     label_schema,
     merge_extra,
+    post_arguments,
 )
 from semroute.providers.streaming import StreamDelta
+from semroute.providers.tools import ToolCall, ToolCallDelta, ToolChoice, arguments_object
 
 MESSAGES_PATH = "/v1/messages"
 TOOL_NAME = "choose_label"
+BAD_ID = re.compile(r"[^a-zA-Z0-9_-]")  # the Messages API takes tool_use ids of these only
 DATA_URL = re.compile(r"data:(?P<media_type>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.DOTALL)
 FINISH = {
     "end_turn": "stop",
@@ -66,9 +70,7 @@ class AnthropicProvider(Provider[anthropic.Anthropic, anthropic.AsyncAnthropic])
     def _build(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": self.spec.model,
-            "messages": [
-                {**m, "content": anthropic_content(m["content"])} for m in request.messages
-            ],
+            "messages": anthropic_messages(request.messages),
             "max_tokens": request.max_tokens,
         }
         if request.system:
@@ -85,6 +87,16 @@ class AnthropicProvider(Provider[anthropic.Anthropic, anthropic.AsyncAnthropic])
                 }
             ]
             kwargs["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
+        elif request.tools:
+            kwargs["tools"] = [
+                {"name": t.name, **({"description": t.description} if t.description else {}),
+                 "input_schema": dict(t.parameters)}
+                for t in request.tools
+            ]
+        if request.tool_choice is not None and request.tools and not request.labels:
+            kwargs["tool_choice"] = anthropic_tool_choice(request.tool_choice)
+        if request.stop:
+            kwargs["stop_sequences"] = list(request.stop)
         if stream:
             kwargs["stream"] = True
         return merge_extra(kwargs, request.extra)
@@ -101,17 +113,23 @@ class AnthropicProvider(Provider[anthropic.Anthropic, anthropic.AsyncAnthropic])
                                  cast_to=AnthropicMessage, stream=bool(body.get("stream")),
                                  stream_cls=anthropic.AsyncStream[RawMessageStreamEvent])
 
-    def _parse(self, response: Any) -> tuple[str, str | None, Usage, str | None]:
+    def _parse(
+        self, response: Any, request: ChatRequest
+    ) -> tuple[str, str | None, Usage, str | None, tuple[ToolCall, ...]]:
         parts: list[str] = []
+        calls: list[ToolCall] = []
         for block in response.content:
             if block.type == "text":
                 parts.append(block.text)
-            elif block.type == "tool_use":
+            elif block.type == "tool_use" and request.labels:  # our label tool: its input
                 parts.append(json.dumps(block.input))
+            elif block.type == "tool_use":
+                calls.append(ToolCall(block.id, block.name, json.dumps(block.input)))
         usage = Usage(_input_tokens(response.usage) or 0, response.usage.output_tokens or 0)
-        return "".join(parts), response.model, usage, _finish(response.stop_reason)
+        finish = _finish(response.stop_reason)
+        return "".join(parts), response.model, usage, finish, tuple(calls)
 
-    def _delta(self, event: Any) -> StreamDelta:
+    def _delta(self, event: Any, request: ChatRequest) -> StreamDelta:
         kind = event.type
         if kind == "message_start":
             msg = event.message
@@ -120,12 +138,21 @@ class AnthropicProvider(Provider[anthropic.Anthropic, anthropic.AsyncAnthropic])
                 input_tokens=_input_tokens(msg.usage),
                 output_tokens=msg.usage.output_tokens,
             )
+        if kind == "content_block_start" and event.content_block.type == "tool_use":
+            block = event.content_block
+            if request.labels:
+                return StreamDelta()
+            return StreamDelta(tool_calls=[ToolCallDelta(event.index, block.id, block.name)])
         if kind == "content_block_delta":
             d = event.delta
             if d.type == "text_delta":
                 return StreamDelta(text=d.text)
-            if d.type == "input_json_delta":
+            if d.type == "input_json_delta" and request.labels:  # our label tool: as text
                 return StreamDelta(text=d.partial_json)
+            if d.type == "input_json_delta":
+                return StreamDelta(
+                    tool_calls=[ToolCallDelta(event.index, arguments=d.partial_json)]
+                )
         if kind == "message_delta":
             usage = event.usage
             return StreamDelta(
@@ -134,6 +161,54 @@ class AnthropicProvider(Provider[anthropic.Anthropic, anthropic.AsyncAnthropic])
                 finish_reason=_finish(event.delta.stop_reason),
             )
         return StreamDelta()
+
+
+def anthropic_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Neutral messages (tools.py) as the Messages API takes them: assistant tool calls as
+    `tool_use` blocks after the text; tool results as `tool_result` blocks opening a user
+    turn (consecutive results and the user text after them share that turn)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        content = anthropic_content(m["content"])
+        if m["role"] == "tool":
+            block: dict[str, Any] = {"type": "tool_result",
+                                     "tool_use_id": BAD_ID.sub("_", m["tool_call_id"]),
+                                     "content": content}
+            if m.get("is_error"):
+                block["is_error"] = True
+            if out and out[-1]["role"] == "user" and _results_only(out[-1]["content"]):
+                out[-1]["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block]})
+            continue
+        calls: tuple[ToolCall, ...] = m.get("tool_calls", ())
+        if calls:
+            blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+            content = [b for b in blocks if b.get("type") != "text" or b.get("text")] + [
+                {"type": "tool_use", "id": BAD_ID.sub("_", c.id), "name": c.name,
+                 "input": arguments_object(c.arguments)} for c in calls]
+        if m["role"] == "user" and out and out[-1]["role"] == "user" and _results_only(
+                out[-1]["content"]):  # the user's words after the results: the same turn
+            extra = [{"type": "text", "text": content}] if isinstance(content, str) else content
+            out[-1]["content"].extend(extra)
+            continue
+        out.append({"role": m["role"], "content": content})
+    return out
+
+
+def _results_only(content: Any) -> bool:
+    return isinstance(content, list) and all(b.get("type") == "tool_result" for b in content)
+
+
+def anthropic_tool_choice(choice: ToolChoice) -> dict[str, Any]:
+    """`tool_choice` as the Messages API takes it (`required` is its `any`)."""
+    kind = {"required": "any"}.get(choice.mode, choice.mode)
+    out: dict[str, Any] = {"type": kind}
+    if choice.mode == "tool":
+        out["name"] = choice.name
+    if choice.parallel is False and choice.mode != "none":
+        out["disable_parallel_tool_use"] = True
+    return out
 
 
 def anthropic_content(content: Content) -> Content:

@@ -23,7 +23,6 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from semroute.config import ModelSpec, ProviderName, StructuredMode, Usage
 from semroute.errors import ErrorScope, FatalProviderError, ProviderError, RetryableProviderError
-from semroute.ids import new_id
 from semroute.providers.errors import (
     PLACEHOLDER_KEY,
     SdkErrors,
@@ -37,13 +36,15 @@ from semroute.providers.errors import (
 )
 from semroute.providers.request import ChatRequest, Message, make_request, match_label
 from semroute.providers.streaming import AsyncStream, Stream, StreamDelta, StreamState
+from semroute.providers.tools import ToolCall
 
 
 @dataclass(frozen=True)
 class Completion:
     """A finished call. `text` is the raw output; `label` is set when labels were requested
     and the output names exactly one of them (None if it does not). `finish_reason` uses
-    OpenAI's words ("stop", "length", "tool_calls", "content_filter")."""
+    OpenAI's words ("stop", "length", "tool_calls", "content_filter"). `tool_calls` are the
+    calls the model asked for (finish_reason "tool_calls"); `text` may then be empty."""
 
     text: str
     model: str
@@ -52,29 +53,7 @@ class Completion:
     finish_reason: str | None
     latency_s: float
     label: str | None = None
-
-
-# The SDK call keywords that are request options of the SDKs' generic `post`, not body fields.
-_OPTIONS = {"extra_headers": "headers", "extra_query": "params", "extra_body": "extra_json",
-            "timeout": "timeout"}
-
-
-def post_arguments(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
-    """SDK call keywords as the (body, options) of the SDKs' public generic `client.post`.
-
-    Both SDKs' typed `create()` walk the body against their TypedDicts before sending it
-    (~1 ms of CPU a call, most of a gateway's overhead); our bodies are plain JSON already.
-    The idempotency key comes from `new_id` instead of a `uuid4` system call. The options
-    are each SDK's own `RequestOptions` TypedDict, hence `Any`.
-    """
-    body: dict[str, Any] = {}
-    options: dict[str, Any] = {"idempotency_key": new_id()}
-    for name, value in kwargs.items():
-        if name in _OPTIONS:
-            options[_OPTIONS[name]] = value
-        else:
-            body[name] = value
-    return body, options
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 # ---------------------------------------------------------------- clients
@@ -173,10 +152,14 @@ class Provider(ABC, Generic[C, AC]):
         max_tokens: int = 256,
         temperature: float | None = None,
         labels: Sequence[str] | None = None,
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = None,
+        stop: str | Sequence[str] | None = None,
         **extra: Any,
     ) -> Completion:
         """Send one chat request and wait for the whole answer."""
-        call = self._prepare(messages, system, max_tokens, temperature, labels, extra, False)
+        call = self._prepare(messages, system, max_tokens, temperature, labels, extra, False,
+                             (tools, tool_choice, stop))
         with self._guard(call):
             response = self._create(self._client(call.api_key), call.kwargs)
         return self._from_response(call, response)
@@ -189,10 +172,14 @@ class Provider(ABC, Generic[C, AC]):
         max_tokens: int = 256,
         temperature: float | None = None,
         labels: Sequence[str] | None = None,
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = None,
+        stop: str | Sequence[str] | None = None,
         **extra: Any,
     ) -> Completion:
         """Async `complete`."""
-        call = self._prepare(messages, system, max_tokens, temperature, labels, extra, False)
+        call = self._prepare(messages, system, max_tokens, temperature, labels, extra, False,
+                             (tools, tool_choice, stop))
         with self._guard(call):
             response = await self._acreate(self._aclient(call.api_key), call.kwargs)
         return self._from_response(call, response)
@@ -205,12 +192,16 @@ class Provider(ABC, Generic[C, AC]):
         max_tokens: int = 256,
         temperature: float | None = None,
         labels: Sequence[str] | None = None,
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = None,
+        stop: str | Sequence[str] | None = None,
         **extra: Any,
     ) -> Stream:
         """Start a streamed request and read up to its first text chunk, so that every failure
         before any text (HTTP errors, an error event, a dropped connection) raises here, where
         it can still be failed over; iterate the result for text."""
-        call = self._prepare(messages, system, max_tokens, temperature, labels, extra, True)
+        call = self._prepare(messages, system, max_tokens, temperature, labels, extra, True,
+                             (tools, tool_choice, stop))
         with self._guard(call):
             raw = self._create(self._client(call.api_key), call.kwargs)
         stream = Stream(self, call, raw)
@@ -225,10 +216,14 @@ class Provider(ABC, Generic[C, AC]):
         max_tokens: int = 256,
         temperature: float | None = None,
         labels: Sequence[str] | None = None,
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = None,
+        stop: str | Sequence[str] | None = None,
         **extra: Any,
     ) -> AsyncStream:
         """Async `stream`: `s = await p.astream(...)`, `async for chunk in s`, `await s.final()`."""
-        call = self._prepare(messages, system, max_tokens, temperature, labels, extra, True)
+        call = self._prepare(messages, system, max_tokens, temperature, labels, extra, True,
+                             (tools, tool_choice, stop))
         with self._guard(call):
             raw = await self._acreate(self._aclient(call.api_key), call.kwargs)
         stream = AsyncStream(self, call, raw)
@@ -264,8 +259,10 @@ class Provider(ABC, Generic[C, AC]):
         labels: Sequence[str] | None,
         extra: Mapping[str, Any],
         stream: bool,
+        tooling: tuple[Any, Any, Any] = (None, None, None),
     ) -> PreparedCall:
-        request = make_request(messages, system, max_tokens, temperature, labels, extra)
+        request = make_request(messages, system, max_tokens, temperature, labels, extra,
+                               *tooling)
         kwargs = self._build(request, stream)
         kwargs.setdefault("timeout", self.spec.timeout)
         return PreparedCall(request, kwargs, self.api_key(), time.perf_counter())
@@ -288,17 +285,26 @@ class Provider(ABC, Generic[C, AC]):
         return _ErrorGuard(self, call)
 
     def _from_response(self, call: PreparedCall, response: Any) -> Completion:
-        text, model, usage, finish = self._parse(response)
-        return self._completion(call, text, model, usage, finish)
+        text, model, usage, finish, calls = self._parse(response, call.request)
+        return self._completion(call, text, model, usage, finish, calls)
 
     def _from_stream(self, call: PreparedCall, state: StreamState) -> Completion:
         usage = Usage(state.input_tokens, state.output_tokens)
-        return self._completion(call, "".join(state.parts), state.model, usage, state.finish_reason)
+        return self._completion(call, "".join(state.parts), state.model, usage,
+                                state.finish_reason, state.tool_calls())
 
     def _completion(
-        self, call: PreparedCall, text: str, model: str | None, usage: Usage, finish: str | None
+        self,
+        call: PreparedCall,
+        text: str,
+        model: str | None,
+        usage: Usage,
+        finish: str | None,
+        tool_calls: tuple[ToolCall, ...] = (),
     ) -> Completion:
         labels = call.request.labels
+        if tool_calls and finish in (None, "stop"):  # some servers say "stop" after calls
+            finish = "tool_calls"
         return Completion(
             text=text,
             model=model or self.spec.model,
@@ -307,6 +313,7 @@ class Provider(ABC, Generic[C, AC]):
             finish_reason=finish,
             latency_s=time.perf_counter() - call.started,
             label=match_label(text, labels) if labels else None,
+            tool_calls=tool_calls,
         )
 
     def _error(
@@ -352,11 +359,13 @@ class Provider(ABC, Generic[C, AC]):
         """The async network call."""
 
     @abstractmethod
-    def _parse(self, response: Any) -> tuple[str, str | None, Usage, str | None]:
-        """(text, model, usage, finish_reason) of a whole response."""
+    def _parse(
+        self, response: Any, request: ChatRequest
+    ) -> tuple[str, str | None, Usage, str | None, tuple[ToolCall, ...]]:
+        """(text, model, usage, finish_reason, tool calls) of a whole response."""
 
     @abstractmethod
-    def _delta(self, event: Any) -> StreamDelta:
+    def _delta(self, event: Any, request: ChatRequest) -> StreamDelta:
         """What one stream event contributes."""
 
     def _map_error(self, exc: Exception, api_key: str) -> ProviderError | None:

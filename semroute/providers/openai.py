@@ -13,7 +13,7 @@ import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from semroute.config import Usage
-from semroute.providers.base import Provider, post_arguments
+from semroute.providers.base import Provider
 from semroute.providers.errors import SdkErrors
 from semroute.providers.request import (
     ChatRequest,
@@ -21,8 +21,11 @@ from semroute.providers.request import (
     label_grammar,
     label_schema,
     merge_extra,
+    message_text,
+    post_arguments,
 )
 from semroute.providers.streaming import StreamDelta
+from semroute.providers.tools import ToolCall, ToolCallDelta, ToolChoice
 
 CHAT_PATH = "/chat/completions"
 
@@ -51,7 +54,7 @@ class OpenAIProvider(Provider[openai.OpenAI, openai.AsyncOpenAI]):
         messages: list[dict[str, Any]] = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
-        messages.extend({**m, "content": openai_content(m["content"])} for m in request.messages)
+        messages.extend(openai_message(m) for m in request.messages)
         kwargs: dict[str, Any] = {
             "model": self.spec.model,
             "messages": messages,
@@ -73,6 +76,14 @@ class OpenAIProvider(Provider[openai.OpenAI, openai.AsyncOpenAI]):
                     "schema": label_schema(request.labels),
                 },
             }
+        if request.tools and not request.labels:
+            kwargs["tools"] = [{"type": "function", "function": {
+                "name": t.name, **({"description": t.description} if t.description else {}),
+                "parameters": dict(t.parameters)}} for t in request.tools]
+        if request.tool_choice is not None and request.tools and not request.labels:
+            kwargs.update(openai_tool_choice(request.tool_choice))
+        if request.stop:
+            kwargs["stop"] = list(request.stop)
         if stream:
             kwargs["stream"] = True
             kwargs["stream_options"] = {"include_usage": True}
@@ -90,22 +101,60 @@ class OpenAIProvider(Provider[openai.OpenAI, openai.AsyncOpenAI]):
                                  stream=bool(body.get("stream")),
                                  stream_cls=openai.AsyncStream[ChatCompletionChunk])
 
-    def _parse(self, response: Any) -> tuple[str, str | None, Usage, str | None]:
+    def _parse(
+        self, response: Any, request: ChatRequest
+    ) -> tuple[str, str | None, Usage, str | None, tuple[ToolCall, ...]]:
         choice = response.choices[0] if response.choices else None
         text = (choice.message.content or "") if choice else ""
         finish = choice.finish_reason if choice else None
-        return text, response.model, _usage(response.usage), finish
+        calls = tuple(
+            ToolCall(c.id, c.function.name, c.function.arguments or "{}")
+            for c in (choice.message.tool_calls or [] if choice else [])
+            if getattr(c, "function", None) is not None  # "custom" tools carry no function
+        )
+        return text, response.model, _usage(response.usage), finish, calls
 
-    def _delta(self, event: Any) -> StreamDelta:
+    def _delta(self, event: Any, request: ChatRequest) -> StreamDelta:
         delta = StreamDelta(model=event.model or None)
         if event.choices:
             choice = event.choices[0]
             delta.text = choice.delta.content if choice.delta else None
             delta.finish_reason = choice.finish_reason
+            for c in (choice.delta.tool_calls or []) if choice.delta else []:
+                fn = c.function
+                delta.tool_calls.append(ToolCallDelta(
+                    c.index, c.id or None, fn.name if fn else None, fn.arguments if fn else None))
         if event.usage is not None:
             usage = _usage(event.usage)
             delta.input_tokens, delta.output_tokens = usage.input_tokens, usage.output_tokens
         return delta
+
+
+def openai_message(m: dict[str, Any]) -> dict[str, Any]:
+    """A neutral message (tools.py) as Chat Completions takes it: assistant tool calls as
+    `tool_calls` (content null when there is no text), tool results as `tool` messages."""
+    if m["role"] == "tool":
+        text = message_text(m["content"])
+        if m.get("is_error"):  # Chat Completions has no error flag for a tool result
+            text = f"Error: {text}"
+        return {"role": "tool", "tool_call_id": m["tool_call_id"], "content": text}
+    out: dict[str, Any] = {"role": m["role"], "content": openai_content(m["content"])}
+    calls: tuple[ToolCall, ...] = m.get("tool_calls", ())
+    if calls:
+        out["content"] = out["content"] or None
+        out["tool_calls"] = [{"id": c.id, "type": "function",
+                              "function": {"name": c.name, "arguments": c.arguments}}
+                             for c in calls]
+    return out
+
+
+def openai_tool_choice(choice: ToolChoice) -> dict[str, Any]:
+    """`tool_choice` (and `parallel_tool_calls`) as Chat Completions takes them."""
+    out: dict[str, Any] = {"tool_choice": choice.mode if choice.mode != "tool" else {
+        "type": "function", "function": {"name": choice.name}}}
+    if choice.parallel is not None:
+        out["parallel_tool_calls"] = choice.parallel
+    return out
 
 
 def openai_content(content: Content) -> Content:

@@ -1,23 +1,32 @@
-"""Streaming results: SDK events in, text chunks out, and a final Completion with usage.
+"""Streaming results: SDK events in, text chunks (and tool-call fragments) out, and a final
+Completion with usage and the assembled tool calls.
 
-A stream is *primed* when it is opened (read up to its first text chunk), so every failure
-before any text raises from `Provider.stream()`, where the caller can still fail over. A failure
-after text was delivered raises `StreamInterruptedError` carrying that text. A stream that ends
-without a finish reason was cut off and counts as a failure too. Stream and AsyncStream share
-the bookkeeping; they differ only in how they read and close.
+Iterating a stream yields its text; `items()` yields text and `ToolCallDelta`s (a tool call's
+index, numbered 0.. in order of appearance, with its id and name first, then argument
+fragments) as they arrive. A stream is *primed* when it is opened (read up to its first
+output: text or a tool call), so every failure before any output raises from
+`Provider.stream()`, where the caller can still fail over. A failure after output was
+delivered raises `StreamInterruptedError` carrying the text. A stream that ends without a
+finish reason was cut off and counts as a failure too. Stream and AsyncStream share the
+bookkeeping; they differ only in how they read and close.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from semroute.config import Usage
 from semroute.errors import ProviderError, StreamInterruptedError
+from semroute.providers.tools import ToolCall, ToolCallDelta
 
 if TYPE_CHECKING:
     from semroute.providers.base import Completion, PreparedCall, Provider
+
+Item = str | ToolCallDelta
+"""What a stream delivers: a text chunk or a fragment of a tool call."""
 
 
 @dataclass
@@ -29,11 +38,13 @@ class StreamDelta:
     input_tokens: int | None = None
     output_tokens: int | None = None
     finish_reason: str | None = None
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
 
 
 @dataclass
 class StreamState:
-    """Running totals of one stream: text so far, model, token counts, finish reason."""
+    """Running totals of one stream: text so far, model, token counts, finish reason, and the
+    tool calls being assembled (by index: id and name, then argument fragments)."""
 
     parts: list[str] = field(default_factory=list)
     model: str | None = None
@@ -41,29 +52,51 @@ class StreamState:
     output_tokens: int = 0
     finish_reason: str | None = None
     done: bool = False
+    calls: dict[int, ToolCallDelta] = field(default_factory=dict)  # by our index
+    numbers: dict[int, int] = field(default_factory=dict)  # the SDK's index -> ours
 
-    def feed(self, d: StreamDelta) -> str | None:
-        """Apply one event; return its text chunk, if any."""
+    def feed(self, d: StreamDelta) -> list[Item]:
+        """Apply one event; return what it adds: its text chunk, then its tool-call
+        fragments (renumbered 0.. in order of appearance)."""
         self.model = d.model or self.model
         self.input_tokens = d.input_tokens if d.input_tokens is not None else self.input_tokens
         self.output_tokens = d.output_tokens if d.output_tokens is not None else self.output_tokens
         self.finish_reason = d.finish_reason or self.finish_reason
+        out: list[Item] = []
         if d.text:
             self.parts.append(d.text)
-        return d.text or None
+            out.append(d.text)
+        for c in d.tool_calls:
+            n = self.numbers.setdefault(c.index, len(self.numbers))
+            acc = self.calls.setdefault(n, ToolCallDelta(n, arguments=""))
+            first = acc.id is None and acc.name is None
+            if first and c.id is None and c.name is not None:
+                c.id = f"call_{n}"  # a server that gives no id: one from the position
+            acc.id, acc.name = acc.id or c.id, acc.name or c.name
+            acc.arguments = (acc.arguments or "") + (c.arguments or "")
+            if c.id or c.name or c.arguments:
+                out.append(ToolCallDelta(n, c.id, c.name, c.arguments))
+        return out
+
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """The calls assembled so far, in order (a call the stream never named is dropped)."""
+        return tuple(ToolCall(c.id or f"call_{n}", c.name, c.arguments or "{}")
+                     for n, c in sorted(self.calls.items()) if c.name)
 
 
 class _StreamBase:
-    """Shared bookkeeping of Stream and AsyncStream: the primed chunk, what was delivered, and
-    how a failure is reported (a plain ProviderError before any text, StreamInterruptedError
-    after)."""
+    """Shared bookkeeping of Stream and AsyncStream: the primed item, items read but not yet
+    delivered, what was delivered, and how a failure is reported (a plain ProviderError
+    before any output, StreamInterruptedError after)."""
 
     def __init__(self, provider: Provider[Any, Any], call: PreparedCall, raw: Any) -> None:
         self._provider, self._call, self._raw = provider, call, raw
         self._state = StreamState()
         self._completion: Completion | None = None
-        self._pending: str | None = None  # read by prime(), not yet delivered
+        self._pending: Item | None = None  # read by prime(), not yet delivered
+        self._queue: deque[Item] = deque()  # read with an earlier item of the same event
         self._delivered: list[str] = []
+        self._fragments = 0  # tool-call fragments delivered
         self._closed = False
 
     @property
@@ -84,19 +117,22 @@ class _StreamBase:
         text, usage = "".join(self._delivered), Usage(s.input_tokens, s.output_tokens)
         return self._provider._completion(self._call, text, s.model, usage, None)
 
-    def _step(self, event: Any) -> str | None:
-        return self._state.feed(self._provider._delta(event))
+    def _step(self, event: Any) -> Item | None:
+        """Feed one event; its first item (the rest wait in the queue)."""
+        items = self._state.feed(self._provider._delta(event, self._call.request))
+        self._queue.extend(items[1:])
+        return items[0] if items else None
 
-    def _take_pending(self) -> str | None:
-        chunk, self._pending = self._pending, None
-        if chunk is not None:
-            self._delivered.append(chunk)
-        return chunk
+    def _take_pending(self) -> Item | None:
+        item, self._pending = self._pending, None
+        return self._deliver(item)
 
-    def _deliver(self, chunk: str | None) -> str | None:
-        if chunk is not None:
-            self._delivered.append(chunk)
-        return chunk
+    def _deliver(self, item: Item | None) -> Item | None:
+        if isinstance(item, str):
+            self._delivered.append(item)
+        elif item is not None:
+            self._fragments += 1
+        return item
 
     def _ended(self) -> None:
         """The SDK stream is exhausted: a stream that never said why it finished (no finish
@@ -116,9 +152,10 @@ class _StreamBase:
         return self._completion
 
     def _failure(self, exc: ProviderError) -> ProviderError:
-        """The error to raise for `exc`: itself before any text, else StreamInterruptedError."""
+        """The error to raise for `exc`: itself before any output, else
+        StreamInterruptedError."""
         self._state.done = True
-        if not self._delivered and self._pending is None:
+        if not self._delivered and not self._fragments and self._pending is None:
             return exc
         text = "".join(self._delivered)
         return StreamInterruptedError(
@@ -139,20 +176,27 @@ class Stream(_StreamBase):
     _events: Iterator[Any] | None = None
 
     def prime(self) -> None:
-        """Read up to the first text chunk, so failures before any text raise here."""
+        """Read up to the first output, so failures before any output raise here."""
         self._pending = self._read()
 
     def __iter__(self) -> Iterator[str]:
         return self
 
     def __next__(self) -> str:
-        chunk = self._take_pending() or self._deliver(self._read())
-        if chunk is None:
-            raise StopIteration
-        return chunk
+        for item in self.items():
+            if isinstance(item, str):
+                return item
+        raise StopIteration
 
-    def _read(self) -> str | None:
-        """The next text chunk from the SDK stream; None at its end."""
+    def items(self) -> Iterator[Item]:
+        """Text chunks and tool-call fragments, as they arrive."""
+        while (item := self._take_pending() or self._deliver(self._read())) is not None:
+            yield item
+
+    def _read(self) -> Item | None:
+        """The next item from the SDK stream; None at its end."""
+        if self._queue:
+            return self._queue.popleft()
         if self._state.done:
             return None
         try:
@@ -160,9 +204,9 @@ class Stream(_StreamBase):
                 if self._events is None:
                     self._events = iter(self._raw)
                 for event in self._events:
-                    chunk = self._step(event)
-                    if chunk:
-                        return chunk
+                    item = self._step(event)
+                    if item is not None:
+                        return item
         except ProviderError as exc:
             self.close()
             raise self._failure(exc) from None
@@ -195,20 +239,30 @@ class AsyncStream(_StreamBase):
     _events: AsyncIterator[Any] | None = None
 
     async def prime(self) -> None:
-        """Read up to the first text chunk, so failures before any text raise here."""
+        """Read up to the first output, so failures before any output raise here."""
         self._pending = await self._read()
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self
 
     async def __anext__(self) -> str:
-        chunk = self._take_pending() or self._deliver(await self._read())
-        if chunk is None:
-            raise StopAsyncIteration
-        return chunk
+        while (item := await self._next_item()) is not None:
+            if isinstance(item, str):
+                return item
+        raise StopAsyncIteration
 
-    async def _read(self) -> str | None:
-        """The next text chunk from the SDK stream; None at its end."""
+    async def items(self) -> AsyncIterator[Item]:
+        """Text chunks and tool-call fragments, as they arrive."""
+        while (item := await self._next_item()) is not None:
+            yield item
+
+    async def _next_item(self) -> Item | None:
+        return self._take_pending() or self._deliver(await self._read())
+
+    async def _read(self) -> Item | None:
+        """The next item from the SDK stream; None at its end."""
+        if self._queue:
+            return self._queue.popleft()
         if self._state.done:
             return None
         try:
@@ -216,9 +270,9 @@ class AsyncStream(_StreamBase):
                 if self._events is None:
                     self._events = aiter(self._raw)
                 async for event in self._events:
-                    chunk = self._step(event)
-                    if chunk:
-                        return chunk
+                    item = self._step(event)
+                    if item is not None:
+                        return item
         except ProviderError as exc:
             await self.close()
             raise self._failure(exc) from None

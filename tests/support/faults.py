@@ -26,7 +26,10 @@ Faults (`FAULTS`), for both `/v1/chat/completions` and `/v1/messages`, streamed 
 Connection refused is a property of a model, not of a request: `ModelDef(kind="refused")`
 points the model at a loopback port with nothing listening.
 
-Every answer's text is `<server> [<fault>] says hello END`, so a truncated answer reported as a
+Requests that offer tools get tool calls, and requests that end with a tool result get text
+quoting it (tests/support/tool_turns.py); every body received is kept in `bodies`.
+
+Other answers read `<server> [<fault>] says hello END`, so a truncated answer reported as a
 success is visible, and the fault that produced an answer can be counted on the client side.
 Error bodies (and malformed ones) echo the credentials the server received, so any path that
 does not scrub the API key leaks the canary.
@@ -60,6 +63,7 @@ from typing import Any, Literal
 import yaml
 
 from tests.support.llm_server import free_port
+from tests.support.tool_turns import calls_answer, result_chunks, tool_turn
 
 FAULTS = (
     "ok",
@@ -121,7 +125,10 @@ class FaultyServer:
     hold_s: float = 1.5
     retry_after: str = "0"
     cut_after: int = 2
+    tool_arguments: Mapping[str, Any] = field(default_factory=lambda: {"city": "Paris"})
+    tool_calls: int = 1  # calls per tool-calling answer (tests/support/tool_turns.py)
     hits: list[Hit] = field(default_factory=list)
+    bodies: list[dict[str, Any]] = field(default_factory=list)  # every request body, in order
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _rng: random.Random = field(init=False, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -345,16 +352,24 @@ def _handler_for(server: FaultyServer) -> type[BaseHTTPRequestHandler]:
             creds = f"{self.headers.get('authorization')} {self.headers.get('x-api-key')}"
             stream = bool(body.get("stream"))
             fault = server.draw(path, stream, CANARY_KEY in creds)
+            with server._lock:
+                server.bodies.append(body)
             model = str(body.get("model", "faulty"))
             echo = f"injected {fault} by {server.name}; you sent {creds}"
             chunks = answer_chunks(server.name, fault)
+            turn = tool_turn(flavour, body, server.tool_arguments, server.tool_calls)
+            if turn is not None and turn.result is not None:  # quote the tool's result
+                chunks = result_chunks(server.name, fault, turn.result)
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             if flavour == "openai":
-                include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 opening, texts, closing = _openai_events(model, chunks, include_usage)
                 whole = _openai_completion(model, "".join(chunks))
             else:
                 opening, texts, closing = _anthropic_events(model, chunks)
                 whole = _anthropic_message(model, "".join(chunks))
+            if turn is not None and turn.calls:  # the answer calls tools (answers only)
+                whole, events = calls_answer(flavour, model, turn, include_usage)
+                opening, texts, closing = events[:1], events[1:-1], events[-1:]
 
             status = _HTTP.match(fault)
             if status:
