@@ -17,7 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semroute.outcomes import KnnSettings, QualityPredictor, TierPredictor, text_features
+from semroute.outcomes import (
+    KnnSettings,
+    QualityPredictor,
+    TierPredictor,
+    feature_row,
+    text_features,
+)
 from semroute.outcomes.search import cached_index, ivf_lists, search_index
 from semroute.routing import Router
 from tests.test_tiers import CODE_QUERY, LADDER, index, store_file, tiered_set
@@ -96,6 +102,29 @@ def test_predictions_are_clipped_to_the_unit_interval(sentences: np.ndarray) -> 
     raw = QualityPredictor(sentences, scores, texts=texts, settings=KnnSettings(k=5),
                            bounds=None).predict(qv, queries)
     assert raw.quality.min() < 0.0 or raw.quality.max() > 1.0  # so the clip did something
+
+
+def test_one_query_fast_path_gives_the_batch_predictions(sentences: np.ndarray) -> None:
+    rng = np.random.default_rng(3)
+    texts = [f"what is {i} plus {i * 7}? {'half ' * (i % 3)}" for i in range(240)]
+    scores = rng.uniform(size=(240, 2))
+    scores[rng.uniform(size=240) < 0.2, 0] = np.nan
+    for st in (KnnSettings(), KnnSettings(k=20, prior=2.0, temperature=0.1),
+               KnnSettings(k=500)):  # more neighbours than rows: FAISS pads with -1
+        for limit in (10_000, 100):  # exact and IVF
+            ref = QualityPredictor(sentences[:200], scores[:200], texts=texts[:200],
+                                   settings=st, flat_limit=limit)
+            tier = TierPredictor.build(sentences[:200], scores[:200],
+                                       text_features(texts[:200]), ("a", "b"), st)
+            batch = ref.predict(sentences[200:], texts[200:])
+            tbatch = tier.predict(sentences[200:], text_features(texts[200:]))
+            for i in range(40):
+                one = ref.predict_one(sentences[200 + i], feature_row(texts[200 + i]))
+                np.testing.assert_allclose(one.quality, batch.quality[i], atol=1e-9)
+                np.testing.assert_allclose(one.support, batch.support[i], atol=1e-9)
+                assert one.ids == [j for j in batch.ids[i].tolist() if j >= 0]
+                tone = tier.predict_one(sentences[200 + i], feature_row(texts[200 + i]))
+                np.testing.assert_allclose(tone.quality, tbatch.quality[i], atol=1e-9)
 
 
 def test_a_query_far_from_every_outcome_text_serves_the_static_model(

@@ -19,7 +19,14 @@ from semroute.outcomes.metrics import (
     pgr,
     threshold_curve,
 )
-from semroute.outcomes.predict import KnnSettings, Prediction, QualityPredictor, text_features
+from semroute.outcomes.predict import (
+    KnnSettings,
+    OnePrediction,
+    Prediction,
+    QualityPredictor,
+    feature_row,
+    text_features,
+)
 from semroute.outcomes.records import SOURCES, OutcomeRecord, encoder_key, text_hash
 from semroute.outcomes.store import SCHEMA_VERSION, OutcomeMatrix, OutcomeStore, store_path
 from semroute.outcomes.tiers import (
@@ -48,6 +55,7 @@ __all__ = [
     "FittedTargets",
     "ImportSummary",
     "KnnSettings",
+    "OnePrediction",
     "OperatingPoints",
     "OutcomeMatrix",
     "OutcomeRecord",
@@ -61,6 +69,7 @@ __all__ = [
     "apgr",
     "cpt",
     "encoder_key",
+    "feature_row",
     "frontier",
     "import_file",
     "load_fitted",

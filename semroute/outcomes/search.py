@@ -24,10 +24,10 @@ from semroute.files import write_atomic
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-FLAT_LIMIT = 2_000
+FLAT_LIMIT = 1_000
 """Exact search up to this many rows (a flat scan of 2k rows, ~3 MB, costs about what an IVF
 probe of a 50k store does); IVF above."""
-NPROBE = 12
+NPROBE = 8
 """IVF lists probed per query (of about sqrt(n))."""
 TRAIN_PER_LIST = 39
 """k-means trains on at most this many sampled rows per list (FAISS's own lower bound)."""
@@ -41,12 +41,12 @@ def ivf_lists(rows: int) -> int:
     return int(min(4096, max(16, round(math.sqrt(rows)))))
 
 
-def content_key(vectors: NDArray[np.float32], flat_limit: int, salt: str = "") -> bytes:
+def content_key(vectors: NDArray[np.float32], salt: str = "") -> bytes:
     """sha256 over `salt` (the encoder's key), the build settings and the vectors (shape and
     bytes, in row order): equal keys mean the same trained index."""
     h = hashlib.sha256(LAYOUT + b"\0" + salt.encode() + b"\0")
-    h.update(repr((vectors.shape, str(vectors.dtype), flat_limit, ivf_lists(len(vectors)),
-                   TRAIN_PER_LIST, KMEANS_ITERATIONS)).encode())
+    h.update(repr((vectors.shape, str(vectors.dtype), ivf_lists(len(vectors)), TRAIN_PER_LIST,
+                   KMEANS_ITERATIONS)).encode())
     h.update(np.ascontiguousarray(vectors).tobytes())
     return h.hexdigest().encode()
 
@@ -101,7 +101,7 @@ def cached_index(vectors: NDArray[np.float32], cache: Path, flat_limit: int = FL
     vecs = np.ascontiguousarray(vectors, dtype=np.float32)
     if len(vecs) <= flat_limit:
         return search_index(vecs, flat_limit), "exact"
-    head = content_key(vecs, flat_limit, salt) + b"\n"
+    head = content_key(vecs, salt) + b"\n"
     try:
         data = cache.read_bytes()
     except OSError:

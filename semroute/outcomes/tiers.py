@@ -24,10 +24,11 @@ from semroute.files import write_atomic
 from semroute.outcomes.predict import (
     KnnSettings,
     LinearBase,
+    OnePrediction,
     Prediction,
     QualityPredictor,
     clip,
-    text_features,
+    feature_row,
 )
 from semroute.outcomes.records import encoder_key
 from semroute.outcomes.search import cached_index, ivf_lists
@@ -160,6 +161,23 @@ class TierPredictor:
         clip(quality, 0.0, 1.0)
         return Prediction(quality, p.support, p.ids, p.similarity, p.models)
 
+    def predict_one(self, query: NDArray[np.float32],
+                    features: Sequence[float] | None = None) -> OnePrediction:
+        """`predict` for one query vector [d] in plain floats; `features` is its
+        `feature_row`, needed with the feature line."""
+        p = self.knn.predict_one(query)
+        if self.base is None:
+            return p
+        if features is None:
+            raise ValueError("this predictor has a feature line: pass the query's features")
+        prior, quality = self.knn.settings.prior, []
+        for v, b, g, sup in zip(p.quality, self.base.row(features), self.knn.mean_row,
+                                p.support, strict=True):
+            w = sup + prior
+            v += b - (g * prior / w if w > 0 else g)
+            quality.append(min(max(v, 0.0), 1.0))
+        return OnePrediction(quality, p.support, p.ids, p.similarity)
+
 
 @dataclass(frozen=True)
 class TierModel:
@@ -178,18 +196,17 @@ class TierModel:
     def active(self) -> bool:
         return self.predictor is not None
 
-    def predict(self, vector: NDArray[np.float32], text: str) -> Prediction:
+    def predict(self, vector: NDArray[np.float32], text: str) -> OnePrediction:
         """Each ladder model's predicted quality for one query (its L2-normalised vector and
         its normalised text, whose features the feature line needs)."""
         assert self.predictor is not None
-        feats = text_features([text]) if self.predictor.base is not None else None
-        return self.predictor.predict(np.reshape(vector, (1, -1)), feats)
+        feats = feature_row(text) if self.predictor.base is not None else None
+        return self.predictor.predict_one(vector, feats)
 
-    def neighbours(self, prediction: Prediction, top: int = 5) -> list[tuple[str, float]]:
-        """The nearest outcome rows of the first query: (text hash, similarity), no text."""
-        ids, sims = prediction.ids[0, :top].tolist(), prediction.similarity[0, :top].tolist()
-        return [(self.text_hashes[i], round(s, 6)) for i, s in zip(ids, sims, strict=True)
-                if i >= 0]
+    def neighbours(self, prediction: OnePrediction, top: int = 5) -> list[tuple[str, float]]:
+        """The nearest outcome rows: (text hash, similarity), no text."""
+        return [(self.text_hashes[i], round(s, 6))
+                for i, s in zip(prediction.ids[:top], prediction.similarity[:top], strict=True)]
 
 
 def predictor_inputs(store: OutcomeStore, fingerprint: Fingerprint, models: list[str],

@@ -47,10 +47,9 @@ def choose_tier(routes: RouteSet, route: Route, ladder: LadderSpec, tiers: TierM
                           f"tiers inactive: {why}; the static model '{static}' serves")
     vectors, _ = cache.encode([query])
     prediction = tiers.predict(vectors[0], query)
-    q_row, s_row = prediction.quality[0].tolist(), prediction.support[0].tolist()
     cols = [tiers.models.index(k) for k in models]
-    quality = {k: round(q_row[c], 6) for k, c in zip(models, cols, strict=True)}
-    support = {k: round(s_row[c], 6) for k, c in zip(models, cols, strict=True)}
+    quality = {k: round(prediction.quality[c], 6) for k, c in zip(models, cols, strict=True)}
+    support = {k: round(prediction.support[c], 6) for k, c in zip(models, cols, strict=True)}
     near = tuple(TierNeighbour(h, s) for h, s in tiers.neighbours(prediction))
     nearest = near[0].similarity if near else -1.0
     if nearest < ladder.min_similarity:
