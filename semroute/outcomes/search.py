@@ -24,11 +24,13 @@ from semroute.files import write_atomic
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-FLAT_LIMIT = 1_000
-"""Exact search up to this many rows (a flat scan of 2k rows, ~3 MB, costs about what an IVF
-probe of a 50k store does); IVF above."""
-NPROBE = 8
-"""IVF lists probed per query (of about sqrt(n))."""
+FLAT_LIMIT = 2_000
+"""Exact search up to this many rows; IVF above."""
+NPROBE = 6
+"""IVF lists probed per query at least (of about sqrt(n))..."""
+MIN_SCAN = 1_500
+"""...and enough lists to scan about this many rows: a mid-sized store (a few thousand rows,
+small lists) keeps a high recall for the cost of a large store's probe."""
 TRAIN_PER_LIST = 39
 """k-means trains on at most this many sampled rows per list (FAISS's own lower bound)."""
 KMEANS_ITERATIONS = 10
@@ -39,6 +41,11 @@ LAYOUT = b"semroute-ivf-sq8-v1"
 def ivf_lists(rows: int) -> int:
     """How many IVF lists `rows` vectors get: about sqrt(rows), at least 16."""
     return int(min(4096, max(16, round(math.sqrt(rows)))))
+
+
+def probes(rows: int, lists: int) -> int:
+    """IVF lists to probe: at least NPROBE, and enough to scan about MIN_SCAN rows."""
+    return int(min(lists, max(NPROBE, math.ceil(MIN_SCAN * lists / rows))))
 
 
 def content_key(vectors: NDArray[np.float32], salt: str = "") -> bytes:
@@ -87,7 +94,7 @@ def search_index(vectors: NDArray[np.float32], flat_limit: int = FLAT_LIMIT) -> 
     sample = vecs[np.sort(np.random.default_rng(0).choice(n, take, replace=False))]
     index = empty_ivf(np.ascontiguousarray(sample), lists)
     index.add(vecs)
-    index.nprobe = min(NPROBE, lists)
+    index.nprobe = probes(n, lists)
     return index
 
 
@@ -112,7 +119,7 @@ def cached_index(vectors: NDArray[np.float32], cache: Path, flat_limit: int = FL
         except RuntimeError:
             index = None  # a torn or foreign file: build again
         if index is not None and int(index.ntotal) == len(vecs):
-            index.nprobe = min(NPROBE, int(index.nlist))
+            index.nprobe = probes(len(vecs), int(index.nlist))
             return index, "cached"
     index = search_index(vecs, flat_limit)
     with contextlib.suppress(OSError):  # a read-only folder: the next load builds again
