@@ -127,6 +127,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                   f"{dt['records']:,} records ({dt['base_vectors']:,} real embeddings of the "
                   "sets above, "
                   "tiled with Gaussian noise 0.05 and renormalised), one FAISS thread. "
-                  "`QualityPredictor` searches flat up to 20,000 records, IVF above.", ""]
+                  "`QualityPredictor` searches flat up to 2,000 texts, IVF-SQ8 above "
+                  "(`outcomes/search.py`); the router's own figure is in tiers_latency.md.", ""]
     parts += ["Curves: " + ", ".join(f"[{p}]({p})" for p in m.get("plots", [])), ""]
     return "\n".join(parts)
