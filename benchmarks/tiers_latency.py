@@ -37,7 +37,7 @@ from semroute.outcomes import (
     text_features,
     text_hash,
 )
-from semroute.outcomes.search import FLAT_LIMIT, NPROBE, TRAIN_PER_LIST
+from semroute.outcomes.search import FLAT_LIMIT, MIN_SCAN, NPROBE, TRAIN_PER_LIST
 from semroute.routing import Router
 
 REPO = Path(__file__).resolve().parent.parent
@@ -247,16 +247,23 @@ def markdown(res: dict[str, Any]) -> str:
             f"{r['tiers_stage_p50_ms']:.3f} / {r['tiers_stage_p99_ms']:.3f} | "
             f"{r['recall_at_k']:.3f} | {r['load_ms']:.0f} / {r['reload_ms']:.0f} |")
     lines += ["", f"Search (`outcomes/search.py`): exact (flat) up to {FLAT_LIMIT:,} outcome "
-              f"texts; above, IVF-SQ8 with about sqrt(n) lists, {NPROBE} probed, k-means on "
-              f"{TRAIN_PER_LIST} sampled texts per list; the built index is cached beside the "
+              f"texts; above, IVF-SQ8 with about sqrt(n) lists, at least {NPROBE} probed and "
+              f"enough to scan ~{MIN_SCAN:,} texts, k-means on {TRAIN_PER_LIST} sampled texts "
+              "per list; the built index is cached beside the "
               "store (`outcomes.db.<encoder>.ivf`), so the second load reads it. recall@50: "
               "share of the exact 50 nearest outcome texts the ladder's search returns for "
               "the benchmark's queries. The synthetic stores hold MMLU's real vectors and "
               "texts, repeated with small noise beyond MMLU's 14k texts (two models, random "
               "scores). The aim (issue 10): at most 0.3 ms extra p50 at 100k records.", "",
               "Reading: the `tiers` stage is the search, the text features (~10 us), the "
-              "neighbours' weighted sum (one gather and one matmul), the feature line, the "
-              "choice and its explanation, and copying the frozen Decision.", ""]
+              "neighbours' sum (one gather, one sum, in plain floats after: "
+              "`predict_one`), the feature line, the choice and its explanation (dicts, "
+              "reason, 5 neighbours), and copying the frozen Decision. Timed after a plain "
+              "route() each, so caches are as cold as in real use: each of these small steps "
+              "costs 10-40 us cold against 2-10 us in a tight loop.", ""]
+    lines += ["The router pins FAISS to one OpenMP thread (`Router.load`); for one query a "
+              "second thread did not help (IVF-SQ8 at 50k texts: p50 141-250 us with one, "
+              "187-213 us with two, on the shared machine).", ""]
     return "\n".join(lines)
 
 
