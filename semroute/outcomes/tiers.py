@@ -83,9 +83,9 @@ class FittedTargets(BaseModel):
 
 
 def search_cache_path(store_file: str | Path, fingerprint: Fingerprint) -> Path:
-    """Where a large store's trained IVF centroids are cached: beside the store, one file per
-    encoder (`outcomes.db.<12 hex>.ivf`; its content is keyed by the vectors, so a changed
-    store retrains and rewrites it)."""
+    """Where a large store's built IVF index is cached (`search.cached_index`): beside the
+    store, one file per encoder (`outcomes.db.<12 hex>.ivf`); its content is keyed by the
+    vectors, so a changed store rebuilds and rewrites it."""
     tag = hashlib.sha256(encoder_key(fingerprint).encode()).hexdigest()[:12]
     path = Path(store_file)
     return path.with_name(f"{path.name}.{tag}.ivf")
