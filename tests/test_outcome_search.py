@@ -2,8 +2,8 @@
 
 - up to the flat limit the search is exact; above it an IVF index of about sqrt(n) lists finds
   nearly the same neighbours on real sentence vectors;
-- a large store's trained centroids are cached beside it, keyed by the vectors: the next load
-  reuses them (same neighbours), a changed store retrains, an unwritable folder only skips
+- a large store's built index is cached beside it, keyed by the vectors: the next load
+  reuses it (same neighbours), a changed store rebuilds, an unwritable folder only skips
   the cache;
 - predictions stay in [0, 1];
 - a query unlike every outcome text gets no learned choice: the static model serves and the
@@ -17,14 +17,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from semroute.config import load_routes
+from semroute.encoders import Fingerprint
 from semroute.outcomes import (
     KnnSettings,
+    OutcomeRecord,
+    OutcomeStore,
     QualityPredictor,
     TierPredictor,
     feature_row,
+    load_tiers,
     text_features,
+    text_hash,
 )
 from semroute.outcomes.search import cached_index, ivf_lists, search_index
+from semroute.outcomes.tiers import search_cache_path
 from semroute.routing import Router
 from tests.test_tiers import CODE_QUERY, LADDER, index, store_file, tiered_set
 
@@ -140,3 +147,29 @@ def test_a_query_far_from_every_outcome_text_serves_the_static_model(
                                    ladder={**LADDER, "min_similarity": -1.0}), index,
                         classifier=False)
     assert loose.route("the orchestra tuned their violins before the symphony").tier.learned
+
+
+def test_a_large_store_builds_its_index_once_and_the_next_load_reads_it(
+        sentences: np.ndarray, tmp_path: Path) -> None:
+    """2,400 outcome texts (over the flat limit): the first load builds the IVF index and
+    caches it beside the store; the second reads it and finds the same neighbours."""
+    fp = Fingerprint(name="test", backend="test", dim=sentences.shape[1], weights_hash="0")
+    rng = np.random.default_rng(5)
+    texts = [f"outcome {i}" for i in range(2400)]
+    vecs = sentences[np.arange(2400) % 240] + 0.02 * rng.standard_normal((2400, 384))
+    vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+    store = tmp_path / "outcomes.db"
+    with OutcomeStore(store) as s, s.transaction() as tx:
+        tx.add_many([OutcomeRecord(text_hash=text_hash(t), model=m, score=float(i % 2 or
+                                                                                m == "strong"),
+                                   source="imported")
+                     for i, t in enumerate(texts) for m in ("cheap", "strong")])
+        tx.put_vectors(fp, [text_hash(t) for t in texts], vecs)
+        tx.put_features([text_hash(t) for t in texts], text_features(texts))
+    routes = load_routes(tiered_set(tmp_path / "r", store))
+    first, second = load_tiers(routes, fp), load_tiers(routes, fp)
+    assert "IVF search" in first.status and "index built" in first.status
+    assert "index cached" in second.status
+    assert search_cache_path(store, fp).exists()
+    a, b = first.predict(vecs[0], texts[0]), second.predict(vecs[0], texts[0])
+    assert a.ids == b.ids and a.quality == b.quality
