@@ -197,7 +197,8 @@ def decision_time(n: int = 100_000, queries: int = 300) -> dict[str, Any]:
     q = (picks / np.linalg.norm(picks, axis=1, keepdims=True)).astype(np.float32)
     scores = (rng.random((n, 2)) < 0.7).astype(float)
     texts = ["How many apples does Anna have if she buys 3 bags of 12?"] * n
-    out: dict[str, Any] = {"records": n, "base_vectors": len(base)}
+    out: dict[str, Any] = {"records": n, "base_vectors": len(base),
+                           "load_before": os.getloadavg()}
     found = {}
     for kind, limit in (("flat", n + 1), ("ivf", 0)):
         t0 = time.perf_counter()

@@ -126,7 +126,10 @@ def render_markdown(results: dict[str, Any]) -> str:
         parts += ["", f"One query at a time (features + search k=50 + aggregation), "
                   f"{dt['records']:,} records ({dt['base_vectors']:,} real embeddings of the "
                   "sets above, "
-                  "tiled with Gaussian noise 0.05 and renormalised), one FAISS thread. "
-                  "`QualityPredictor` searches flat up to 20,000 records, IVF above.", ""]
+                  "tiled with Gaussian noise 0.05 and renormalised), one FAISS thread"
+                  + (f", load average {dt['load_before'][0]:.1f} before" if "load_before" in dt
+                     else "") + ". "
+                  "`QualityPredictor` searches flat up to 2,000 texts, IVF-SQ8 above "
+                  "(`outcomes/search.py`); the router's own figure is in tiers_latency.md.", ""]
     parts += ["Curves: " + ", ".join(f"[{p}]({p})" for p in m.get("plots", [])), ""]
     return "\n".join(parts)

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+MIN_SIMILARITY = 0.3
+"""Default similarity floor (all-MiniLM-L6-v2 cosine; README "Outcome-learned tiers")."""
+
 
 class LadderSpec(BaseModel):
-    """`ladder: {models: [cheap, ..., strong], target, min_support}`: the cheapest model whose
-    predicted quality (from the nearest outcome records) is at least `target` serves; none
-    does: the strongest; fewer than `min_support` neighbours with outcomes for a model: that
-    model is not trusted, and with no model trusted the route's static `model` serves."""
+    """`ladder: {models: [cheap, ..., strong], target, min_support, min_similarity}`: the
+    cheapest model whose predicted quality (from the nearest outcome records) is at least
+    `target` serves; none does: the strongest; fewer than `min_support` neighbours with
+    outcomes for a model: that model is not trusted, and with no model trusted the route's
+    static `model` serves, as it does when even the nearest outcome text is less similar
+    than `min_similarity` (the query is unlike anything with an outcome)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -19,6 +24,9 @@ class LadderSpec(BaseModel):
     target: float = Field(default=0.8, ge=0.0, le=1.0)
     min_support: float = Field(default=10.0, ge=0.0, description="neighbours (weighted) with "
                                "an outcome for a model before its prediction is trusted")
+    min_similarity: float = Field(default=MIN_SIMILARITY, ge=-1.0, le=1.0,
+                                  description="cosine similarity of the nearest outcome text "
+                                  "below which no prediction is made")
 
     @field_validator("models")
     @classmethod

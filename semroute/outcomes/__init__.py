@@ -21,7 +21,14 @@ from semroute.outcomes.metrics import (
     pgr,
     threshold_curve,
 )
-from semroute.outcomes.predict import KnnSettings, Prediction, QualityPredictor, text_features
+from semroute.outcomes.predict import (
+    KnnSettings,
+    OnePrediction,
+    Prediction,
+    QualityPredictor,
+    feature_row,
+    text_features,
+)
 from semroute.outcomes.records import SOURCES, OutcomeRecord, encoder_key, text_hash
 from semroute.outcomes.schema import SCHEMA_VERSION
 from semroute.outcomes.store import OutcomeMatrix, OutcomeStore, store_path
@@ -53,6 +60,7 @@ __all__ = [
     "ImportSummary",
     "KnnSettings",
     "LoggedRequest",
+    "OnePrediction",
     "OperatingPoints",
     "OutcomeMatrix",
     "OutcomeRecord",
@@ -67,6 +75,7 @@ __all__ = [
     "apgr",
     "cpt",
     "encoder_key",
+    "feature_row",
     "frontier",
     "import_file",
     "load_fitted",

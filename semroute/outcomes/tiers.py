@@ -8,11 +8,12 @@ router then serves each route's static `model` and its Decision says so.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -23,10 +24,14 @@ from semroute.files import write_atomic
 from semroute.outcomes.predict import (
     KnnSettings,
     LinearBase,
+    OnePrediction,
     Prediction,
     QualityPredictor,
-    text_features,
+    clip,
+    feature_row,
 )
+from semroute.outcomes.records import encoder_key
+from semroute.outcomes.search import cached_index, ivf_lists
 from semroute.outcomes.store import OutcomeStore, store_path
 
 if TYPE_CHECKING:
@@ -77,6 +82,15 @@ class FittedTargets(BaseModel):
         return None
 
 
+def search_cache_path(store_file: str | Path, fingerprint: Fingerprint) -> Path:
+    """Where a large store's built IVF index is cached (`search.cached_index`): beside the
+    store, one file per encoder (`outcomes.db.<12 hex>.ivf`); its content is keyed by the
+    vectors, so a changed store rebuilds and rewrites it."""
+    tag = hashlib.sha256(encoder_key(fingerprint).encode()).hexdigest()[:12]
+    path = Path(store_file)
+    return path.with_name(f"{path.name}.{tag}.ivf")
+
+
 def tiers_path(store_file: str | Path) -> Path:
     """Where fitted targets live: `tiers.json` beside the outcomes store."""
     return Path(store_file).with_name(TIERS_FILE)
@@ -112,27 +126,28 @@ class TierPredictor:
     @classmethod
     def build(cls, vectors: NDArray[np.float32], scores: NDArray[np.float64],
               features: NDArray[np.float64] | None, models: Sequence[str],
-              settings: KnnSettings | None = None) -> TierPredictor:
+              settings: KnnSettings | None = None, *, index: Any = None) -> TierPredictor:
         """The feature line when `settings.features` and at least half the rows have
         features (rows without, e.g. records added without them, get the mean features),
-        else a plain kNN."""
+        else a plain kNN. `index`: a prebuilt FAISS index over `vectors` (QualityPredictor)."""
         s = settings or KnnSettings()
         plain = replace(s, features=False)
         missing = np.asarray(np.isnan(features).any(axis=1), dtype=bool) \
             if features is not None else None
         if not s.features or features is None or missing is None or \
                 missing.mean() > MAX_MISSING_FEATURES:
-            return cls(QualityPredictor(vectors, scores, models, settings=plain), None)
+            return cls(QualityPredictor(vectors, scores, models, settings=plain, index=index),
+                       None)
         if missing.any():
             features = np.where(missing[:, None], features[~missing].mean(axis=0), features)
         base = LinearBase.fit(features, scores, s.ridge)
-        return cls(QualityPredictor(vectors, scores - base(features), models, settings=plain),
-                   base)
+        return cls(QualityPredictor(vectors, scores - base(features), models, settings=plain,
+                                    bounds=None, index=index), base)
 
     def predict(self, queries: NDArray[np.float32],
                 features: NDArray[np.float64] | None = None) -> Prediction:
-        """Predicted quality per model for query rows; `features` [q, 9] are the queries'
-        `text_features`, needed with the feature line."""
+        """Predicted quality per model for query rows, clipped to [0, 1]; `features` [q, 9]
+        are the queries' `text_features`, needed with the feature line."""
         p = self.knn.predict(queries)
         if self.base is None:
             return p
@@ -143,7 +158,25 @@ class TierPredictor:
         quality = p.quality + self.base(features)
         if prior > 0 or not (w > 0).all():  # else the correction is 0: the common case
             quality -= np.where(w > 0, g * prior / np.where(w > 0, w, 1.0), g)
+        clip(quality, 0.0, 1.0)
         return Prediction(quality, p.support, p.ids, p.similarity, p.models)
+
+    def predict_one(self, query: NDArray[np.float32],
+                    features: Sequence[float] | None = None) -> OnePrediction:
+        """`predict` for one query vector [d] in plain floats; `features` is its
+        `feature_row`, needed with the feature line."""
+        p = self.knn.predict_one(query)
+        if self.base is None:
+            return p
+        if features is None:
+            raise ValueError("this predictor has a feature line: pass the query's features")
+        prior, quality = self.knn.settings.prior, []
+        for v, b, g, sup in zip(p.quality, self.base.row(features), self.knn.mean_row,
+                                p.support, strict=True):
+            w = sup + prior
+            v += b - (g * prior / w if w > 0 else g)
+            quality.append(min(max(v, 0.0), 1.0))
+        return OnePrediction(quality, p.support, p.ids, p.similarity)
 
 
 @dataclass(frozen=True)
@@ -163,19 +196,17 @@ class TierModel:
     def active(self) -> bool:
         return self.predictor is not None
 
-    def predict(self, vector: NDArray[np.float32], text: str) -> Prediction:
+    def predict(self, vector: NDArray[np.float32], text: str) -> OnePrediction:
         """Each ladder model's predicted quality for one query (its L2-normalised vector and
         its normalised text, whose features the feature line needs)."""
         assert self.predictor is not None
-        feats = text_features([text]) if self.predictor.base is not None else None
-        return self.predictor.predict(np.reshape(vector, (1, -1)), feats)
+        feats = feature_row(text) if self.predictor.base is not None else None
+        return self.predictor.predict_one(vector, feats)
 
-    def neighbours(self, prediction: Prediction, top: int = 5) -> list[tuple[str, float]]:
-        """The nearest outcome rows of the first query: (text hash, similarity), no text."""
-        ids, sims = prediction.ids[0], prediction.similarity[0]
-        keep = ids >= 0
-        return [(self.text_hashes[int(i)], round(float(s), 6))
-                for i, s in zip(ids[keep][:top], sims[keep][:top], strict=True)]
+    def neighbours(self, prediction: OnePrediction, top: int = 5) -> list[tuple[str, float]]:
+        """The nearest outcome rows: (text hash, similarity), no text."""
+        return [(self.text_hashes[i], round(s, 6))
+                for i, s in zip(prediction.ids[:top], prediction.similarity[:top], strict=True)]
 
 
 def predictor_inputs(store: OutcomeStore, fingerprint: Fingerprint, models: list[str],
@@ -215,14 +246,18 @@ def load_tiers(routes: RouteSet, fingerprint: Fingerprint, *,
         return inactive(file, models, f"the outcomes store {file} has no records of "
                         f"{', '.join(models)} with vectors of encoder "
                         f"{fingerprint.describe()}", t0, fitted)
-    predictor = TierPredictor.build(np.array(vectors, dtype=np.float32), scores, feats, models,
-                                    settings)
+    vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+    index, made = cached_index(vecs, search_cache_path(file, fingerprint),
+                               salt=encoder_key(fingerprint))
+    predictor = TierPredictor.build(vecs, scores, feats, models, settings, index=index)
     lacking = int(np.isnan(feats).any(axis=1).sum())
     line = ("feature line + kNN" + (f", {lacking} texts without stored features given the "
                                     f"mean" if lacking else "")) if predictor.base is not None \
         else f"plain kNN ({lacking} of {len(hashes)} texts have no stored features: import " \
         f"them again)" if (settings or KnnSettings()).features else "plain kNN"
+    search = "exact search" if made == "exact" else \
+        f"IVF search ({ivf_lists(len(hashes))} lists, index {made})"
     return TierModel(predictor, models, tuple(hashes),
-                     f"{len(hashes)} outcome texts from {file}, {line}", fitted, file,
+                     f"{len(hashes)} outcome texts from {file}, {line}, {search}", fitted, file,
                      (time.perf_counter() - t0) * 1e3)
 

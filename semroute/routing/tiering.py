@@ -48,10 +48,15 @@ def choose_tier(routes: RouteSet, route: Route, ladder: LadderSpec, tiers: TierM
     vectors, _ = cache.encode([query])
     prediction = tiers.predict(vectors[0], query)
     cols = [tiers.models.index(k) for k in models]
-    q_row, s_row = prediction.quality[0, cols].tolist(), prediction.support[0, cols].tolist()
-    quality = {k: round(v, 6) for k, v in zip(models, q_row, strict=True)}
-    support = {k: round(v, 6) for k, v in zip(models, s_row, strict=True)}
+    quality = {k: round(prediction.quality[c], 6) for k, c in zip(models, cols, strict=True)}
+    support = {k: round(prediction.support[c], 6) for k, c in zip(models, cols, strict=True)}
     near = tuple(TierNeighbour(h, s) for h, s in tiers.neighbours(prediction))
+    nearest = near[0].similarity if near else -1.0
+    if nearest < ladder.min_similarity:
+        return TierChoice(models, target, source, ladder.min_support, static, False,
+                          f"no outcome text is near this query (nearest similarity "
+                          f"{nearest:.3f} < min_similarity {ladder.min_similarity:g}); the "
+                          f"static model '{static}' serves", quality, support, near)
     trusted = [k for k in models if support[k] >= ladder.min_support]
     if not trusted:
         return TierChoice(models, target, source, ladder.min_support, static, False,
