@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="fit_shift")
     a = p.parse_args(argv)
     started = time.perf_counter()
-    say = (lambda s: print(s, file=sys.stderr, flush=True))
+    def say(s: str) -> None:
+        print(s, file=sys.stderr, flush=True)
+
     rows: list[dict[str, Any]] = []
     for name in a.sets.split(","):
         rows += run_set(name, SETS.get(name), [float(t) for t in a.targets.split(",")],

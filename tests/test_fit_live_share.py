@@ -158,3 +158,24 @@ def test_cli_fit_with_a_live_share(strict_set: tuple[Path, Path, Path],  # noqa:
     write_trace(few, [0.5] * 5)
     assert main([*args, "--oos-share-from", str(few)]) == 2
     assert "give --oos-share instead" in capsys.readouterr().err
+
+
+def test_shrinkage_pulls_a_thin_route_towards_the_router_wide_threshold() -> None:
+    """Route a has 300 rows, route b 12: b's own threshold rests on a handful of rows, so
+    with shrinkage it moves most of the way to the shared one, and the target still holds."""
+    rng = random.Random(7)
+    decisions, data = [], []
+    for i in range(300):
+        s = rng.uniform(0.3, 0.9)
+        decisions.append(dec("a", s))
+        data.append(LabelledQuery(f"a{i}", "a" if s > 0.45 or rng.random() < 0.5 else OOS))
+    for i in range(12):
+        s = 0.5 + 0.03 * i
+        decisions.append(dec("b", s))
+        data.append(LabelledQuery(f"b{i}", OOS if i == 9 else "b"))
+    own = fit_thresholds(decisions, data, target_misroute=0.05, min_route_rows=10)
+    shrunk = fit_thresholds(decisions, data, target_misroute=0.05, min_route_rows=10, shrink=50)
+    assert "b" in own.per_route and "b" in shrunk.per_route
+    gap = abs(own.per_route["b"] - own.per_route["a"])
+    assert abs(shrunk.per_route["b"] - shrunk.score_threshold) < gap
+    assert shrunk.misroute is not None and shrunk.misroute <= 0.05 + 1e-9

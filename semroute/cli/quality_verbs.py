@@ -57,6 +57,9 @@ def register(sub: Any) -> None:
                    help="highest misroute rate of the index path (default 0.03)")
     p.add_argument("--min-route-rows", type=int, default=30, metavar="N",
                    help="rows a route needs for its own threshold (default 30; 0 = none)")
+    p.add_argument("--shrink", type=float, default=0.0, metavar="K",
+                   help="pull each route's threshold towards the router-wide one by its row "
+                        "count n (weight n/(n+K)); 0 = off (default)")
     p.add_argument("--min-coverage", type=float, default=0.0, metavar="SHARE",
                    help="refuse when the index would decide less than this share")
     share = p.add_mutually_exclusive_group()
@@ -213,6 +216,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.target_misroute < 1.0:
         raise SemrouteError(f"--target-misroute must be in [0, 1), got {args.target_misroute}")
+    if args.shrink < 0:
+        raise SemrouteError(f"--shrink must be 0 (off) or more, got {args.shrink}")
     live_share = args.oos_share is not None or args.oos_share_from is not None
     if args.oos_share is not None and not 0.0 <= args.oos_share < 1.0:
         raise SemrouteError(f"--oos-share must be in [0, 1), got {args.oos_share}")
@@ -238,7 +243,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         weights, share_note, share = live_share_weights(args, decisions, valid, router.routes.names)
     fit = fit_thresholds(decisions, valid, target_misroute=args.target_misroute,
                          min_route_rows=args.min_route_rows, fixed=fixed,
-                         min_coverage=args.min_coverage, weights=weights)
+                         min_coverage=args.min_coverage, weights=weights,
+                         shrink=args.shrink)
     if not fit.feasible:
         raise InfeasibleTargetError(fit.message)
     print(f"fitted on {args.data} ({fit.rows} rows), index {args.index} "

@@ -18,6 +18,7 @@ import numpy as np
 from semroute.errors import InfeasibleTargetError
 from semroute.index import Calibration
 from semroute.quality.evaluation import EvalResult, LabelledQuery, index_route, score_decisions
+from semroute.quality.shrinkage import shrink_thresholds
 from semroute.quality.sweep import (
     EPS,
     TOL,
@@ -132,7 +133,7 @@ def fit_thresholds(decisions: Sequence[Decision], data: Sequence[LabelledQuery],
                    target_misroute: float = 0.03, min_route_rows: int = 30,
                    fixed: Mapping[str, float] | None = None,
                    min_coverage: float = 0.0,
-                   weights: Sequence[float] | None = None) -> FitResult:
+                   weights: Sequence[float] | None = None, shrink: float = 0.0) -> FitResult:
     """Choose score and margin thresholds from index-only decisions on validation data.
 
     1. Router-wide score and margin: exact 2-D sweep (`sweep.global_sweep`), one sort then
@@ -147,6 +148,8 @@ def fit_thresholds(decisions: Sequence[Decision], data: Sequence[LabelledQuery],
 
     `weights` (one per row, e.g. `oos_share_weights` or `fit --outcomes`' cell weights) make
     the target hold on traffic the weighted rows stand for: decided and wrong are weight sums.
+    `shrink` K > 0 pulls each route's threshold towards the router-wide one by its row count n
+    (weight n / (n + K)), then shifts all to keep the target (`shrinkage.shrink_thresholds`).
     """
     if len(decisions) != len(data):
         raise ValueError(f"{len(decisions)} decisions for {len(data)} rows")
@@ -169,6 +172,12 @@ def fit_thresholds(decisions: Sequence[Decision], data: Sequence[LabelledQuery],
     fit = FitResult(True, "", s_th, m_th, {}, fixed, target_misroute, n, 0, 0)
     fit.global_only_decided = _verify(decisions, data, fit.thresholds(), ws)[0]
     joint = _fit_per_route(fit, r, min_route_rows) if min_route_rows > 0 else None
+    if shrink > 0 and fit.per_route:
+        shrunk = shrink_thresholds(r, fit.margin_threshold, fit.score_threshold,
+                                   fit.per_route, shrink, target_misroute)
+        if shrunk is not None:
+            fit.score_threshold, fit.per_route = shrunk[0], shrunk[1]
+            joint = None
     fit.score_threshold = min(1.0, max(-1.0, fit.score_threshold))
     fit.decided, fit.wrong, dw, ww = _verify(decisions, data, fit.thresholds(), ws)
     if weights is not None:
