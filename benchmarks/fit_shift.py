@@ -4,6 +4,7 @@ index misroute rate on test at several live shares, for thresholds fitted withou
 
     python -m benchmarks.fit_shift                    # the four sets, target 3% and 10%
     python -m benchmarks.fit_shift --sets banking77_oos --targets 0.03
+    python -m benchmarks.fit_shift --sets banking77_oos --train-oos --name fit_shift_train_oos
 
 Sets: banking77_oos (its validation split holds `oos` rows: 1/3 of it; test 1/2), and
 banking77, hwu64 and snips mixed with another dataset's queries as off-topic `oos` rows
@@ -52,14 +53,25 @@ def mixed(ds: Dataset, other: Dataset | None) -> tuple[list[LabelledQuery],
             ds.test + [LabelledQuery(q.text, OOS, "ood_oos") for q in other.test])
 
 
+def train_oos(name: str) -> list[LabelledQuery]:
+    """The dataset's train rows labelled `oos` (banking77_oos: calibration only, never
+    utterances; the data README says so)."""
+    from semroute.quality import load_labelled
+
+    path = DATA_ROOT / name / "train.csv"
+    return [q for q in load_labelled(path) if q.label == OOS] if path.exists() else []
+
+
 def run_set(name: str, other_name: str | None, targets: list[float], backend: str,
-            k: int, say: Any) -> list[dict[str, Any]]:
+            k: int, say: Any, with_train_oos: bool = False) -> list[dict[str, Any]]:
     import semroute
     from semroute.quality import fit_thresholds, misroute_at_share, oos_share_weights
 
     ds = load_dataset(name, DATA_ROOT)
     other = load_dataset(other_name, DATA_ROOT) if other_name else None
     valid, test = mixed(ds, other)
+    if with_train_oos:
+        valid = valid + train_oos(name)
     base = WORK / (name + (f"+{other_name}" if other_name else "")) / backend
     write_route_set(base / "routes", ds, ds.utterances(k, 0), backend)
     (base / "index" / "calibration.json").unlink(missing_ok=True)
@@ -81,7 +93,8 @@ def run_set(name: str, other_name: str | None, targets: list[float], backend: st
             fit = fit_thresholds(vd, valid, target_misroute=target,
                                  weights=oos_share_weights(valid, names, share))
             fit_s = time.perf_counter() - t1
-            row = {"set": name + (f" + {other_name} as oos" if other_name else ""),
+            row = {"set": name + (f" + {other_name} as oos" if other_name else "")
+                   + (" (+ train oos rows)" if with_train_oos else ""),
                    "target": target, "share": share, "valid_oos_share": valid_share,
                    "test_oos_share": test_share, "fit_s": round(fit_s, 3)}
             for tag, f in (("plain", plain), ("reweighted", fit)):
@@ -141,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="onnx-int8")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--name", default="fit_shift")
+    p.add_argument("--train-oos", action="store_true",
+                   help="add the train rows labelled oos to the validation rows")
     a = p.parse_args(argv)
     started = time.perf_counter()
     def say(s: str) -> None:
@@ -149,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for name in a.sets.split(","):
         rows += run_set(name, SETS.get(name), [float(t) for t in a.targets.split(",")],
-                        a.backend, a.k, say)
+                        a.backend, a.k, say, a.train_oos)
     results = {"meta": {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                         "command": shlex.join(["python", "-m", "benchmarks.fit_shift",
                                                *(argv if argv is not None else sys.argv[1:])]),
