@@ -63,7 +63,8 @@ def train_oos(name: str) -> list[LabelledQuery]:
 
 
 def run_set(name: str, other_name: str | None, targets: list[float], backend: str,
-            k: int, say: Any, with_train_oos: bool = False) -> list[dict[str, Any]]:
+            k: int, say: Any, with_train_oos: bool = False,
+            min_route_rows: int = 30) -> list[dict[str, Any]]:
     import semroute
     from semroute.quality import fit_thresholds, misroute_at_share, oos_share_weights
 
@@ -87,10 +88,10 @@ def run_set(name: str, other_name: str | None, targets: list[float], backend: st
     test_share = sum(q.label == OOS for q in test) / len(test)
     rows = []
     for target in targets:
-        plain = fit_thresholds(vd, valid, target_misroute=target)
+        plain = fit_thresholds(vd, valid, target_misroute=target, min_route_rows=min_route_rows)
         for share in SHARES:
             t1 = time.perf_counter()
-            fit = fit_thresholds(vd, valid, target_misroute=target,
+            fit = fit_thresholds(vd, valid, target_misroute=target, min_route_rows=min_route_rows,
                                  weights=oos_share_weights(valid, names, share))
             fit_s = time.perf_counter() - t1
             row = {"set": name + (f" + {other_name} as oos" if other_name else "")
@@ -124,7 +125,9 @@ def render(results: dict[str, Any]) -> str:
              f"- Machine: {m['machine']['cpu']}, {m['machine']['cores']} cores, Python "
              f"{m['machine']['python']}",
              f"- Encoder all-MiniLM-L6-v2, backend {m['backend']}, k={m['k']} utterances per "
-             f"route (seed 0); wall {m['wall_s']:.0f}s", "",
+             f"route (seed 0); wall {m['wall_s']:.0f}s",
+             f"- fit's min_route_rows: {m.get('min_route_rows', 30)} (0: router-wide thresholds "
+             f"only)", "",
              "Index misroute rate (wrong / decided, %) on test with its `oos` rows reweighted to "
              "the live share; *plain*: `fit` on validation as it is; *told*: `fit --oos-share "
              "<live share>`. In-scope accuracy and OOS recall are unweighted test figures of "
@@ -154,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="onnx-int8")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--name", default="fit_shift")
+    p.add_argument("--min-route-rows", type=int, default=30,
+                   help="fit's --min-route-rows (0: router-wide thresholds only)")
     p.add_argument("--train-oos", action="store_true",
                    help="add the train rows labelled oos to the validation rows")
     a = p.parse_args(argv)
@@ -164,12 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for name in a.sets.split(","):
         rows += run_set(name, SETS.get(name), [float(t) for t in a.targets.split(",")],
-                        a.backend, a.k, say, a.train_oos)
+                        a.backend, a.k, say, a.train_oos, a.min_route_rows)
     results = {"meta": {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                         "command": shlex.join(["python", "-m", "benchmarks.fit_shift",
                                                *(argv if argv is not None else sys.argv[1:])]),
                         "machine": machine(), "backend": a.backend, "k": a.k,
-                        "wall_s": time.perf_counter() - started},
+                        "wall_s": time.perf_counter() - started,
+                        "min_route_rows": a.min_route_rows},
                "rows": rows}
     text = render(results)
     print(text)
