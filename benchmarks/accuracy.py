@@ -94,6 +94,7 @@ class BenchConfig:
     name: str = "accuracy"
     data_root: Path = DATA_ROOT
     command: str = ""
+    lexical_weight: float = 0.0
 
 
 @dataclass
@@ -156,7 +157,7 @@ def plan(ks: Sequence[int | None], seeds: int) -> list[tuple[int | None, int]]:
 
 
 def write_route_set(folder: Path, ds: Dataset, utterances: dict[str, list[str]],
-                    backend: str) -> None:
+                    backend: str, lexical_weight: float = 0.0) -> None:
     """Route files (one per intent) and a models.yaml with the default thresholds."""
     if folder.exists():
         for p in folder.glob("*.yaml"):
@@ -169,8 +170,10 @@ def write_route_set(folder: Path, ds: Dataset, utterances: dict[str, list[str]],
         (folder / f"{route}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False,
                                                              allow_unicode=True),
                                               encoding="utf-8")
-    catalogue = dict(CATALOGUE, router={"encoder": ENCODER, "backend": backend,
-                                        "default_route": None})
+    router: dict[str, Any] = {"encoder": ENCODER, "backend": backend, "default_route": None}
+    if lexical_weight:
+        router["lexical_weight"] = lexical_weight
+    catalogue = dict(CATALOGUE, router=router)
     (folder / "models.yaml").write_text(yaml.safe_dump(catalogue, sort_keys=False),
                                         encoding="utf-8")
 
@@ -243,7 +246,7 @@ class SemrouteRunner:
         from semroute.quality import evaluate_with, fit_thresholds
 
         ds, cfg = self.ds, self.cfg
-        write_route_set(self.routes_dir, ds, utterances, self.backend)
+        write_route_set(self.routes_dir, ds, utterances, self.backend, cfg.lexical_weight)
         t0 = time.perf_counter()
         report = semroute.build_index(self.routes_dir, self.index_dir, threads=cfg.threads,
                                       show_progress=False)
@@ -730,6 +733,8 @@ def build_config(argv: Sequence[str] | None = None) -> BenchConfig:
     p.add_argument("--target-misroute", default=DEFAULT_TARGETS, metavar="T[,T...]",
                    help=f"misroute targets for semroute's fit (default {DEFAULT_TARGETS})")
     p.add_argument("--threads", type=int, default=1, help="encoder threads (each side)")
+    p.add_argument("--lexical-weight", type=float, default=0.0, metavar="W",
+                   help="router.lexical_weight of the route sets (default 0: off)")
     p.add_argument("--work", type=Path, default=WORK)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--name", default=None,
@@ -753,7 +758,7 @@ def build_config(argv: Sequence[str] | None = None) -> BenchConfig:
         parallel_peer=not a.serial, threads=a.threads,
         targets=[float(t) for t in a.target_misroute.split(",") if t.strip()],
         work=a.work, out=a.out, name=a.name or ("accuracy-quick" if a.quick else "accuracy"),
-        data_root=a.data_root,
+        data_root=a.data_root, lexical_weight=a.lexical_weight,
         command=shlex.join(["python", "-m", "benchmarks.accuracy", *(argv if argv is not None
                                                                      else sys.argv[1:])]))
 

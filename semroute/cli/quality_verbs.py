@@ -57,8 +57,18 @@ def register(sub: Any) -> None:
                    help="highest misroute rate of the index path (default 0.03)")
     p.add_argument("--min-route-rows", type=int, default=30, metavar="N",
                    help="rows a route needs for its own threshold (default 30; 0 = none)")
+    p.add_argument("--shrink", type=float, default=0.0, metavar="K",
+                   help="pull each route's threshold towards the router-wide one by its row "
+                        "count n (weight n/(n+K)); 0 = off (default)")
     p.add_argument("--min-coverage", type=float, default=0.0, metavar="SHARE",
                    help="refuse when the index would decide less than this share")
+    share = p.add_mutually_exclusive_group()
+    share.add_argument("--oos-share", type=float, default=None, metavar="SHARE",
+                       help="expected out-of-scope share of live traffic (0 <= SHARE < 1): "
+                            "validation rows are reweighted so the target holds at that share")
+    share.add_argument("--oos-share-from", metavar="TRACE", default=None,
+                       help="estimate the out-of-scope share from a trace file's scores "
+                            "(adjusted classify-and-count, calibrated on --data)")
     p.add_argument("--dry-run", action="store_true", help="do not write calibration.json")
     routes_arg(p)
     index_arg(p)
@@ -185,6 +195,8 @@ def _fit_lines(fit: Any) -> list[str]:
         f"({1 - fit.coverage:.1%} to the classifier / fallback)",
         f"expected misroute {fit.misroute or 0:.2%} on the index path (target "
         f"{fit.target:.1%}; 95% upper bound {upper or 0:.1%})",
+        *([f"at the live share {fit.weighted_misroute or 0:.2%} misroute, "
+           f"{fit.weighted[0] / (fit.weighted[2] or 1):.1%} decided"] if fit.weighted else []),
         *(f"note: {n}" for n in fit.notes),
     ]
 
@@ -204,6 +216,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.target_misroute < 1.0:
         raise SemrouteError(f"--target-misroute must be in [0, 1), got {args.target_misroute}")
+    if args.shrink < 0:
+        raise SemrouteError(f"--shrink must be 0 (off) or more, got {args.shrink}")
+    live_share = args.oos_share is not None or args.oos_share_from is not None
+    if args.oos_share is not None and not 0.0 <= args.oos_share < 1.0:
+        raise SemrouteError(f"--oos-share must be in [0, 1), got {args.oos_share}")
+    if args.outcomes and live_share:
+        raise SemrouteError("--oos-share/--oos-share-from reweight a labelled --data file; "
+                            "--outcomes already weights rows to the live traffic: use one")
     if args.outcomes:
         from semroute.cli.adaptive_verbs import cmd_fit_outcomes
 
@@ -216,22 +236,35 @@ def cmd_fit(args: argparse.Namespace) -> int:
     router = Router.load(args.routes, args.index, profile=args.profile)
     fixed = {r.name: r.threshold for r in router.routes.routes if r.threshold is not None}
     decisions, _ = route_all(router, [q.text for q in valid])
+    weights, share_note, share = None, "", 0.0
+    if live_share:
+        from semroute.cli.live_share_verbs import live_share_weights
+
+        weights, share_note, share = live_share_weights(args, decisions, valid, router.routes.names)
     fit = fit_thresholds(decisions, valid, target_misroute=args.target_misroute,
                          min_route_rows=args.min_route_rows, fixed=fixed,
-                         min_coverage=args.min_coverage)
+                         min_coverage=args.min_coverage, weights=weights,
+                         shrink=args.shrink)
     if not fit.feasible:
         raise InfeasibleTargetError(fit.message)
     print(f"fitted on {args.data} ({fit.rows} rows), index {args.index} "
           f"(build {router.index.manifest.build_id})")
+    if share_note:
+        print(f"  {share_note}")
     unknown = sorted({q.label for q in valid} - {*router.routes.names, OOS})
     if unknown:
         print(f"  note: labels that are not routes, scored as oos: {', '.join(unknown[:10])}")
     print("\n".join(f"  {line}" for line in _fit_lines(fit)))
     if not args.dry_run:
-        cal = to_calibration(fit, build_id=router.index.manifest.build_id, data=str(args.data))
+        data = str(args.data) + (f" (reweighted to oos share {share:.4g})" if live_share else "")
+        cal = to_calibration(fit, build_id=router.index.manifest.build_id, data=data)
         print(f"wrote {save_calibration(args.index, cal)}")
     if test is not None:
         test_decisions, _ = route_all(router, [q.text for q in test])
+        if live_share:
+            from semroute.cli.live_share_verbs import print_held_out_shares
+
+            print_held_out_shares(args, test_decisions, test, fit, router.routes.names)
         m = evaluate_with(test_decisions, test, fit.thresholds(), router.routes.names).metrics
         print(f"held-out {args.test} ({len(test)} rows): index decides {m['index_rate']:.1%}, "
               f"index misroute {_pct(m['misroute_rate_index'])}, in-scope accuracy (index "

@@ -299,6 +299,7 @@ class RouterSettings(_Strict):
     index_type: Literal["auto", "flat", "hnsw"] = "auto"
     top_k: int = Field(default=32, ge=1, le=1000)
     blend_alpha: float = Field(default=0.4, ge=0.0, le=1.0)
+    lexical_weight: float = Field(default=0.0, ge=0.0, le=1.0)  # index/lexical.py; 0 = off
     score_threshold: Annotated[float, Field(ge=-1.0, le=1.0)] | Literal["auto"] = "auto"
     margin_threshold: float = Field(default=0.05, ge=0.0, le=2.0)
     max_query_chars: int = Field(default=2000, ge=16)

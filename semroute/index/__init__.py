@@ -11,6 +11,7 @@ from semroute.index.calibration import (
     load_calibration,
     save_calibration,
 )
+from semroute.index.lexical import LexicalIndex, blend_lexical, build_lexical
 from semroute.index.manifest import (
     REBUILD_HINT,
     Manifest,
@@ -30,11 +31,14 @@ __all__ = [
     "REBUILD_HINT",
     "BuildReport",
     "Calibration",
+    "LexicalIndex",
     "Manifest",
     "RouteIndex",
     "RouteStats",
     "Scored",
+    "blend_lexical",
     "build_index",
+    "build_lexical",
     "build_route_stats",
     "calibration_path",
     "check_fresh",

@@ -47,6 +47,7 @@ from semroute.encoders import (
 )
 from semroute.errors import CorruptIndexError, IndexNotFoundError, StaleIndexError
 from semroute.files import fsync_path, write_synced
+from semroute.index.lexical import LEXICAL_FILE, build_lexical, write_lexical
 from semroute.index.manifest import (
     BUILD_ID,
     FORMAT_VERSION,
@@ -283,6 +284,8 @@ def build_index(routes: RouteSet | str | Path = "routes", out: str | Path = "ind
             write_route_stats(tmp / "route_stats.npz",
                          build_route_stats(vectors, labels, len(routes.routes),
                                            routes.settings.blend_alpha))
+            write_lexical(tmp / LEXICAL_FILE, build_lexical([t for _, t in rows], labels.tolist(),
+                                                            len(routes.routes)))
             table = {"routes": routes.names, "rows": rows}
             (tmp / "utterances.json").write_bytes(json.dumps(table).encode())
             files = {str(p.relative_to(tmp)): FileEntry(sha256=file_sha256(p),

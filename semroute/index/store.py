@@ -33,6 +33,7 @@ from semroute.errors import (
     SemrouteError,
     StaleIndexError,
 )
+from semroute.index.lexical import LexicalIndex, read_lexical
 from semroute.index.manifest import (
     REBUILD_HINT,
     Manifest,
@@ -62,6 +63,7 @@ class RouteIndex:
     labels: NDArray[np.int32]
     texts: list[str]
     stats: RouteStats
+    lexical: LexicalIndex | None = None  # None: a build made before lexical.json existed
 
     @classmethod
     def load(cls, index_dir: str | Path, routes: RouteSet | None = None, *,
@@ -114,7 +116,8 @@ class RouteIndex:
             raise CorruptIndexError(f"{build / 'utterances.json'} has route ids out of range: "
                                     f"{REBUILD_HINT}")
         return cls(index_dir, manifest, fi, route_names, labels, texts,
-                   read_route_stats(build, len(route_names), manifest.encoder.dim))
+                   read_route_stats(build, len(route_names), manifest.encoder.dim),
+                   read_lexical(build, len(route_names)))
 
     @property
     def build_dir(self) -> Path:

@@ -37,6 +37,13 @@ from semroute.quality.linting import (
     lint,
     lint_dir,
 )
+from semroute.quality.live_share import (
+    ShareEstimate,
+    estimate_oos_share,
+    misroute_at_share,
+    oos_share_weights,
+    trace_scores,
+)
 from semroute.quality.monitor_report import (
     MonitorReport,
     MonitorSettings,
@@ -62,12 +69,14 @@ __all__ = [
     "MonitorSettings",
     "RouteEdit",
     "RoutePatch",
+    "ShareEstimate",
     "Suggestions",
     "TierMove",
     "Turn",
     "UtteranceSuggestions",
     "apply_patch",
     "build_report",
+    "estimate_oos_share",
     "evaluate",
     "evaluate_conversations",
     "evaluate_with",
@@ -80,6 +89,8 @@ __all__ = [
     "load_conversations",
     "load_labelled",
     "make_patch",
+    "misroute_at_share",
+    "oos_share_weights",
     "personal_data",
     "predicted_label",
     "redecide",
@@ -87,5 +98,6 @@ __all__ = [
     "score_decisions",
     "suggest",
     "to_calibration",
+    "trace_scores",
     "write_monitor",
 ]

@@ -26,7 +26,6 @@ or erratic (`benchmarks/results/fit_outcomes.md`). Rate a sample of index decisi
 
 from __future__ import annotations
 
-import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,9 +34,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from semroute.errors import DataError
-from semroute.quality.evaluation import LabelledQuery, index_route
-from semroute.quality.fitting import EPS, FitResult
-from semroute.routing import Decision, Thresholds
+from semroute.quality.evaluation import LabelledQuery
+from semroute.quality.fitting import FitResult, fit_thresholds
+from semroute.routing import Decision
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -195,63 +194,17 @@ def fit_weighted(decisions: Sequence[Decision], data: Sequence[LabelledQuery],
                  weights: Sequence[float], *, target_misroute: float = 0.03,
                  fixed: Mapping[str, float] | None = None) -> FitResult:
     """Router-wide score and margin thresholds that decide the most weight while the weighted
-    misroute rate of the index path stays within the target (an exact sweep: one candidate
-    margin per wrong row's margin, plus 0; the score cut at every distinct score)."""
-    fixed = dict(fixed or {})
-    score, margin, wrong, w = [], [], [], []
-    for d, q, wt in zip(decisions, data, weights, strict=True):
-        if not d.candidates:
-            continue
-        top, s = d.candidates[0].route, float(d.score)
-        if top in fixed:
-            if s < fixed[top]:
-                continue
-            s = math.inf
-        score.append(s)
-        margin.append(float(d.margin))
-        wrong.append(top != q.label)
-        w.append(float(wt))
-    sc, mg, wr, wa = (np.asarray(x, dtype=np.float64) for x in (score, margin, wrong, w))
-    best: tuple[float, float, float, float] | None = None  # decided w, -wrong w, s_th, m_th
-    for m in sorted({0.0, *(mg[wr > 0].tolist())}):
-        mask = mg >= m if m == 0.0 else mg > m
-        order = np.argsort(-sc[mask], kind="stable")
-        s, ww, wrw = sc[mask][order], wa[mask][order], (wa * wr)[mask][order]
-        if not s.size:
-            continue
-        ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
-        cd, cw = np.cumsum(ww)[ends], np.cumsum(wrw)[ends]
-        ok = cw <= target_misroute * cd + 1e-9
-        if not ok.any():
-            continue
-        j = int(np.argmax(np.where(ok, cd, -1.0)))
-        lo = float(s[ends[j] + 1]) if ends[j] + 1 < s.size else None
-        hi = float(s[ends[j]])
-        s_th = (1.0 if lo is None else min(1.0, lo + EPS)) if math.isinf(hi) else \
-            hi - (EPS if lo is None else min(EPS, (hi - lo) / 2))
-        above = mg[mg > m]
-        m_th = 0.0 if m == 0.0 else min(m + EPS, float(above.min()) if above.size else m + EPS)
-        key = (float(cd[j]), -float(cw[j]), max(-1.0, s_th), m_th)
-        if best is None or key[:2] > best[:2]:
-            best = key
-    n = len(data)
-    total_w = float(np.sum(weights)) or 1.0
-    if best is None:
-        return FitResult(False, f"no thresholds keep the reweighted index misroute rate at or "
-                                f"below {target_misroute:.1%}", 1.0, 0.0, {}, fixed,
-                         target_misroute, n, 0, 0)
-    fit = FitResult(True, "", best[2], best[3], {}, fixed, target_misroute, n, 0, 0)
-    th = Thresholds(fit.score_threshold, fit.margin_threshold, dict(fixed))
-    got_w = wrong_w = 0.0
-    for d, q, wt in zip(decisions, data, weights, strict=True):
-        route = index_route(d, th)
-        if route is not None:
-            fit.decided += 1
-            fit.wrong += route != q.label
-            got_w += wt
-            wrong_w += wt * (route != q.label)
-    fit.message = (f"reweighted to the live route mix: index decides {got_w / total_w:.1%} at "
-                   f"a misroute rate of {wrong_w / got_w if got_w else 0:.2%} (target "
-                   f"{target_misroute:.1%}); unweighted: {fit.coverage:.1%} at "
-                   f"{fit.misroute or 0:.2%}")
+    misroute rate of the index path stays within the target: `fit_thresholds` with these
+    weights and no per-route thresholds (the same exact sweep as every fit)."""
+    fit = fit_thresholds(decisions, data, target_misroute=target_misroute, min_route_rows=0,
+                         fixed=fixed, weights=weights)
+    if not fit.feasible:
+        fit.message = (f"no thresholds keep the reweighted index misroute rate at or below "
+                       f"{target_misroute:.1%}")
+        return fit
+    got_w, wrong_w, total_w = fit.weighted or (0.0, 0.0, 1.0)
+    fit.message = (f"reweighted to the live route mix: index decides "
+                   f"{got_w / (total_w or 1.0):.1%} at a misroute rate of "
+                   f"{wrong_w / got_w if got_w else 0:.2%} (target {target_misroute:.1%}); "
+                   f"unweighted: {fit.coverage:.1%} at {fit.misroute or 0:.2%}")
     return fit

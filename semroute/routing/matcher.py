@@ -14,8 +14,15 @@ import numpy as np
 
 from semroute.config import RouteSet, normalise_text
 from semroute.encoders import Encoder, QueryCache
-from semroute.errors import QueryError
-from semroute.index import Calibration, RouteIndex, Scored, score_query
+from semroute.errors import QueryError, StaleIndexError
+from semroute.index import (
+    REBUILD_HINT,
+    Calibration,
+    RouteIndex,
+    Scored,
+    blend_lexical,
+    score_query,
+)
 from semroute.routing.decision import Candidate, Decision, Method, Neighbour
 
 if TYPE_CHECKING:
@@ -92,6 +99,11 @@ class Matcher:
         self.top_k = s.top_k
         self.max_chars = s.max_query_chars
         self.thresholds = thresholds or resolve_thresholds(routes, index)
+        self.lexical_weight = s.lexical_weight
+        if self.lexical_weight > 0 and index.lexical is None:
+            raise StaleIndexError(f"router.lexical_weight is {s.lexical_weight}, but the index at "
+                                  f"{index.path} was built without its lexical file: "
+                                  f"{REBUILD_HINT}")
         self._turns: OrderedDict[str, ScoredTurn] = OrderedDict()
         self._turns_lock = threading.Lock()
 
@@ -114,7 +126,7 @@ class Matcher:
             t1 = time.perf_counter()
             sims, ids = self.index.search(vecs, self.top_k)
             t2 = time.perf_counter()
-            fresh = {t: (score_query(s, i, v, self.index.labels, self.index.stats), s, i)
+            fresh = {t: (self.score_one(t, s, i, v), s, i)
                      for t, s, i, v in zip(todo, sims, ids, vecs, strict=True)}
             out.update(fresh)
             with self._turns_lock:
@@ -124,6 +136,16 @@ class Matcher:
         t3 = time.perf_counter()
         return [out[t] for t in texts], {"encode": (t1 - t0) * 1e3, "search": (t2 - t1) * 1e3,
                                          "score": (t3 - t2) * 1e3}
+
+    def score_one(self, text: str, sims: NDArray[np.float32], ids: NDArray[np.int64],
+                  query: NDArray[np.float32]) -> Scored:
+        """Route scores of one prepared query: the kNN blend (index/scoring.py), plus the
+        lexical signal when `router.lexical_weight` is set (index/lexical.py)."""
+        scored = score_query(sims, ids, query, self.index.labels, self.index.stats)
+        if self.lexical_weight > 0 and self.index.lexical is not None:
+            scored = blend_lexical(scored, self.index.lexical.scores(text), self.lexical_weight,
+                                   self.index.stats)
+        return scored
 
     def match(self, query: str) -> Decision:
         return self.match_batch([query])[0]
@@ -147,7 +169,7 @@ class Matcher:
                  sims: NDArray[np.float32], ids: NDArray[np.int64],
                  query: NDArray[np.float32]) -> Decision:
         t0 = time.perf_counter()
-        scored = score_query(sims, ids, query, self.index.labels, self.index.stats)
+        scored = self.score_one(text, sims, ids, query)
         return self.decide_scored(text, truncated, timings, scored, [(sims, ids)], t0)
 
     def rejects(self, scored: Scored) -> str | None:
