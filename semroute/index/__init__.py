@@ -11,6 +11,7 @@ from semroute.index.calibration import (
     load_calibration,
     save_calibration,
 )
+from semroute.index.contrast import ContrastSet, Penalty, apply_contrast
 from semroute.index.manifest import (
     REBUILD_HINT,
     Manifest,
@@ -30,10 +31,13 @@ __all__ = [
     "REBUILD_HINT",
     "BuildReport",
     "Calibration",
+    "ContrastSet",
     "Manifest",
+    "Penalty",
     "RouteIndex",
     "RouteStats",
     "Scored",
+    "apply_contrast",
     "build_index",
     "build_route_stats",
     "calibration_path",

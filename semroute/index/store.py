@@ -33,6 +33,7 @@ from semroute.errors import (
     SemrouteError,
     StaleIndexError,
 )
+from semroute.index.contrast import ContrastSet, read_contrast
 from semroute.index.manifest import (
     REBUILD_HINT,
     Manifest,
@@ -62,6 +63,7 @@ class RouteIndex:
     labels: NDArray[np.int32]
     texts: list[str]
     stats: RouteStats
+    contrast: ContrastSet | None = None  # negatives and out-of-scope examples (None: none)
 
     @classmethod
     def load(cls, index_dir: str | Path, routes: RouteSet | None = None, *,
@@ -113,8 +115,10 @@ class RouteIndex:
         if labels.size and (labels.min() < 0 or labels.max() >= len(route_names)):
             raise CorruptIndexError(f"{build / 'utterances.json'} has route ids out of range: "
                                     f"{REBUILD_HINT}")
+        contrast = read_contrast(build, manifest.n_contrast, len(route_names),
+                                 manifest.encoder.dim) if manifest.n_contrast else None
         return cls(index_dir, manifest, fi, route_names, labels, texts,
-                   read_route_stats(build, len(route_names), manifest.encoder.dim))
+                   read_route_stats(build, len(route_names), manifest.encoder.dim), contrast)
 
     @property
     def build_dir(self) -> Path:
