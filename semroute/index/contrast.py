@@ -2,11 +2,13 @@
 utterances, and the rule that lets a close one lower the best route's score.
 
 The rule: let b be the best route, `nearest` the similarity of b's nearest utterance among the
-query's neighbours, and s the similarity of the closest out-of-scope example or negative of
-b. When s > nearest - margin, b's score drops by weight * (s - nearest + margin); the routes
-are ranked again and the new best route is checked the same way. A lowered score falls under
-the threshold (undecided) or below another route's. The contrast vectors are compared with
-one product per query (a few thousand rows: tens of microseconds). A penalty, not a veto:
+query's neighbours. When b's closest negative (similarity s) has s > nearest - margin, b's
+score drops by weight * (s - nearest + margin); the routes are ranked again and the new best
+route is checked the same way. Then the closest out-of-scope example is compared with the
+(new) best route the same way, and its penalty is taken from every route's score: the
+ranking and margin stay, the confidence drops. A lowered score falls under the threshold
+(undecided) or below another route's. The contrast vectors are compared with one product
+per query (a few thousand rows: tens of microseconds). A penalty, not a veto:
 with many out-of-scope examples the nearest one is often a little closer than a route's
 nearest of ten utterances, and `fit` can trade a continuous score off (on banking77_oos a
 hard veto lost 5-14 points of in-scope accuracy at 90% OOS recall against the penalty;
@@ -133,33 +135,47 @@ def apply_contrast(scored: Scored, sims: NDArray[np.float32], ids: NDArray[np.in
                    query: NDArray[np.float32], labels: NDArray[np.int32],
                    offsets: NDArray[np.float32], contrast: ContrastSet | None, *,
                    margin: float, weight: float) -> tuple[Scored, list[Penalty]]:
-    """Lower the best route's score by `weight * (s - (nearest - margin))` when the nearest
-    out-of-scope example or negative of that route (similarity s) comes within `margin` of
-    its nearest utterance; re-rank and repeat for the new best route (at most
-    `MAX_PENALISED` routes). Returns the adjusted scores and the penalties applied."""
+    """The module's rule: negatives lower their route's score (and may hand the lead to
+    another route, checked in turn, at most `MAX_PENALISED`); then the nearest out-of-scope
+    example lowers every score alike (the ranking and margin stay, the confidence drops).
+    Returns the adjusted scores and the penalties applied, in order."""
     if contrast is None or not len(contrast) or not scored.has_neighbour.any():
         return scored, []
     csims = contrast.vectors @ query
-    oos = contrast.owners == OOS_OWNER
-    oos_best = int(np.argmax(np.where(oos, csims, -np.inf))) if oos.any() else -1
     scores = scored.scores.copy()
-    checked: set[int] = set()
     found: list[Penalty] = []
-    for _ in range(MAX_PENALISED):
+
+    def penalty(row: int, route: int, nearest: float) -> Penalty | None:
+        excess = weight * (float(csims[row]) - (nearest - margin))
+        if excess <= 0:
+            return None
+        kind: Literal["negative", "oos"] = \
+            "oos" if contrast.owners[row] == OOS_OWNER else "negative"
+        return Penalty(kind, route, contrast.texts[row], float(csims[row]), nearest, excess)
+
+    def best_route() -> tuple[int, float | None]:
         best = int(np.argmax(np.where(scored.has_neighbour, scores, -np.inf)))
-        nearest = nearest_own(sims, ids, labels, best)
-        if best in checked or nearest is None:
+        return best, nearest_own(sims, ids, labels, best)
+
+    checked: set[int] = set()
+    for _ in range(MAX_PENALISED):
+        best, nearest = best_route()
+        mine = contrast.owners == best
+        if best in checked or nearest is None or not mine.any():
             break
         checked.add(best)
-        mine = contrast.owners == best
-        neg = int(np.argmax(np.where(mine, csims, -np.inf))) if mine.any() else -1
-        row = neg if neg >= 0 and (oos_best < 0 or csims[neg] >= csims[oos_best]) else oos_best
-        penalty = weight * (float(csims[row]) - (nearest - margin)) if row >= 0 else 0.0
-        if penalty <= 0:
+        hit = penalty(int(np.argmax(np.where(mine, csims, -np.inf))), best, nearest)
+        if hit is None:
             break
-        scores[best] -= penalty
-        found.append(Penalty("oos" if row == oos_best else "negative", best,
-                             contrast.texts[row], float(csims[row]), nearest, penalty))
+        scores[best] -= hit.penalty
+        found.append(hit)
+    oos = contrast.owners == OOS_OWNER
+    best, nearest = best_route()
+    if oos.any() and nearest is not None:
+        hit = penalty(int(np.argmax(np.where(oos, csims, -np.inf))), best, nearest)
+        if hit is not None:
+            scores -= np.float32(hit.penalty)
+            found.append(hit)
     if not found:
         return scored, []
     return _ranked(scores, scored.has_neighbour, offsets), found
