@@ -184,7 +184,8 @@ def load_dataset(spec: str, root: Path = DATA_ROOT) -> Dataset:
                            if train_oos else ""))
         notes.append(f"no validation split: {valid_source}")
     elif train_oos:
-        notes.append(f"{len(train_oos)} train rows labelled oos: not utterances, not used")
+        notes.append(f"{len(train_oos)} train rows labelled oos: never utterances (out-of-"
+                     f"scope examples of the semroute+oos rows only)")
     counts["train_oos_rows"] = len(train_oos)
 
     labels = sorted({q.label for q in train})

@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"- Machine: {m['cpu']}, {m['cores']} cores (shared), Python {m['python']}",
              f"- banking77_oos, 50 routes x 10 utterances, {a.backend}, {len(queries)} test "
              f"queries one at a time (vectors cached: encode time excluded from `score`)", "",
-             "| OOS examples | score stage p50 ms | p95 ms | route() p50 ms | decisions penalised |",
+             "| OOS examples | score stage p50 ms | p95 ms | route() p50 ms | penalised |",
              "|---|---|---|---|---|"]
     lines += [f"| {r['oos_examples']} | {r['score_ms_p50']:.3f} | {r['score_ms_p95']:.3f} | "
               f"{r['route_ms_p50']:.3f} | {100 * r['penalised']:.1f}% |" for r in rows]

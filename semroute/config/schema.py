@@ -333,7 +333,7 @@ class RouterSettings(_Strict):
         default=0.05, ge=-1.0, le=1.0, description="a negative or out-of-scope example counts "
         "when it is within this of the best route's nearest utterance (README 'Negatives')")
     contrast_weight: float = Field(
-        default=1.0, ge=0.0, le=10.0, description="how much of that excess a route's score "
+        default=2.0, ge=0.0, le=10.0, description="how much of that excess a route's score "
         "loses (0: negatives and out-of-scope examples are embedded but ignored)")
 
     @field_validator("budgets", mode="before")
