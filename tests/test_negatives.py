@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from semroute.cli import main
 from semroute.config import load_routes
 from semroute.errors import ConfigError, StaleIndexError
 from semroute.index import RouteIndex, build_index
@@ -150,7 +151,7 @@ def test_a_route_without_negatives_keeps_its_hash(write_routes: WriteRoutes) -> 
 
 
 def test_a_negative_turns_a_wrong_index_decision_around_and_is_explained(
-        write_routes: WriteRoutes, tmp_path: Path) -> None:
+        write_routes: WriteRoutes, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = write_routes(ROUTES, catalogue())
     build_index(folder, tmp_path / "index")
     before = Router.load(folder, tmp_path / "index", classifier=False).route(WRONG)
@@ -171,6 +172,10 @@ def test_a_negative_turns_a_wrong_index_decision_around_and_is_explained(
     # queries the route should take are untouched
     ok = Router.load(folder, tmp_path / "index", classifier=False).route("track my parcel")
     assert (ok.route, ok.negatives) == ("shipping", ())
+    capsys.readouterr()
+    assert main(["route", "--routes", str(folder), "--index", str(tmp_path / "index"),
+                 WRONG]) == 0
+    assert f"neg     shipping lowered {hit.penalty:.3f} by '{NEGATIVE}'" in capsys.readouterr().out
 
 
 def test_oos_examples_reject_an_off_topic_query_that_was_routed(

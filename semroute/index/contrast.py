@@ -10,9 +10,9 @@ ranking and margin stay, the confidence drops. A lowered score falls under the t
 (undecided) or below another route's. The contrast vectors are compared with one product
 per query (2,000 rows: about 0.2 ms). A penalty, not a veto:
 with many out-of-scope examples the nearest one is often a little closer than a route's
-nearest of ten utterances, and `fit` can trade a continuous score off (on banking77_oos a
-hard veto lost 5-14 points of in-scope accuracy at 90% OOS recall against the penalty;
-benchmarks/results/accuracy_negatives.md).
+nearest of ten utterances, and `fit` can trade a continuous score off (on banking77_oos with
+1,000-2,000 examples a hard veto lost 9-15 points of in-scope accuracy at 90% OOS recall
+against the penalty, 0.4-1.6 with 100-300; benchmarks/results/negatives.md).
 """
 
 from __future__ import annotations
