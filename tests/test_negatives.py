@@ -194,6 +194,8 @@ def test_oos_examples_reject_an_off_topic_query_that_was_routed(
     assert after.negatives[0].text == "how do I keep track of my monthly spending"
     assert "out-of-scope example 'how do I keep track of my monthly spending'" in after.reason
     assert router.route("I need a copy of my invoice from march").route == "billing"
+    chat = router.route([{"role": "user", "content": OFF_TOPIC}])  # a chat's scores too
+    assert chat.route is None and chat.score == pytest.approx(after.score, abs=1e-5)
 
 
 def test_contrast_weight_zero_turns_the_rule_off(write_routes: WriteRoutes,
