@@ -73,6 +73,8 @@ CATALOGUE = {
 }
 
 Log = Callable[[str], None]
+OOS_FILE = "oos.txt"  # the out-of-scope examples of the `semroute+oos` rows
+OOS_SYSTEM = "semroute+oos"
 
 
 @dataclass
@@ -95,6 +97,7 @@ class BenchConfig:
     data_root: Path = DATA_ROOT
     command: str = ""
     lexical_weight: float = 0.0
+    oos_examples: int = 0  # > 0: also run `semroute+oos` with this many train oos rows
 
 
 @dataclass
@@ -124,6 +127,9 @@ def system_order(system: str) -> tuple[int, str]:
     """semroute, its fits by target, then the peer without and with fit."""
     if system.startswith("semroute+fit@"):
         return 1, f"{float(system.split('@')[1].rstrip('%')):08.3f}"
+    if system.startswith(OOS_SYSTEM):  # after semroute's fits, before the peer
+        fit = system.split("@")[1].rstrip("%") if "@" in system else "-1"
+        return 1, f"oos{float(fit):08.3f}"
     return SYSTEMS.index(system) if system in SYSTEMS else 9, ""
 
 
@@ -157,8 +163,10 @@ def plan(ks: Sequence[int | None], seeds: int) -> list[tuple[int | None, int]]:
 
 
 def write_route_set(folder: Path, ds: Dataset, utterances: dict[str, list[str]],
-                    backend: str, lexical_weight: float = 0.0) -> None:
-    """Route files (one per intent) and a models.yaml with the default thresholds."""
+                    backend: str, lexical_weight: float = 0.0,
+                    oos: Sequence[str] = ()) -> None:
+    """Route files (one per intent) and a models.yaml with the default thresholds; with
+    `oos`, an out-of-scope example file (`oos.txt`, `router.oos_examples`)."""
     if folder.exists():
         for p in folder.glob("*.yaml"):
             p.unlink()
@@ -173,6 +181,9 @@ def write_route_set(folder: Path, ds: Dataset, utterances: dict[str, list[str]],
     router: dict[str, Any] = {"encoder": ENCODER, "backend": backend, "default_route": None}
     if lexical_weight:
         router["lexical_weight"] = lexical_weight
+    if oos:
+        (folder / OOS_FILE).write_text("".join(f"{t}\n" for t in oos), encoding="utf-8")
+        router["oos_examples"] = OOS_FILE
     catalogue = dict(CATALOGUE, router=router)
     (folder / "models.yaml").write_text(yaml.safe_dump(catalogue, sort_keys=False),
                                         encoding="utf-8")
@@ -239,14 +250,17 @@ class SemrouteRunner:
             router.matcher.cache = self.cache
         return router
 
-    def run(self, k: int | None, seed: int,
-            utterances: dict[str, list[str]]) -> tuple[list[Run], list[str | None]]:
-        """Index-only and fitted runs; also returns the test top-1 routes (for agreement)."""
+    def run(self, k: int | None, seed: int, utterances: dict[str, list[str]],
+            oos: Sequence[str] = (), system: str = "semroute"
+            ) -> tuple[list[Run], list[str | None]]:
+        """Index-only and fitted runs; also returns the test top-1 routes (for agreement).
+        With `oos` (out-of-scope examples), the rows are named `system` and its fits."""
         import semroute
         from semroute.quality import evaluate_with, fit_thresholds
 
         ds, cfg = self.ds, self.cfg
-        write_route_set(self.routes_dir, ds, utterances, self.backend, cfg.lexical_weight)
+        write_route_set(self.routes_dir, ds, utterances, self.backend, cfg.lexical_weight,
+                        oos)
         t0 = time.perf_counter()
         report = semroute.build_index(self.routes_dir, self.index_dir, threads=cfg.threads,
                                       show_progress=False)
@@ -262,16 +276,17 @@ class SemrouteRunner:
         common = {"utterances": report.n_vectors, "embedded": report.embedded,
                   "reused": report.reused, "build_s": round(t1 - t0, 3),
                   "load_s": round(t2 - t1, 3), "route_s": round(t3 - t2, 3),
-                  "queries": len(test) + len(valid)}
-        runs = [Run(ds.name, k, seed, "semroute", self.backend, summarise(base, tops, ds),
+                  "queries": len(test) + len(valid), "oos_examples": len(oos)}
+        runs = [Run(ds.name, k, seed, system, self.backend, summarise(base, tops, ds),
                     dict(common, thresholds={"score": th.score, "margin": th.margin}))]
         fitted_msgs = []
         for target in cfg.targets:
             t4 = time.perf_counter()
             fit = fit_thresholds(valid, ds.valid, target_misroute=target)
             fitted = evaluate_with(test, ds.test, fit.thresholds(), ds.routes)
+            name = system + fit_system(target).removeprefix("semroute")
             runs.append(Run(
-                ds.name, k, seed, fit_system(target), self.backend, summarise(fitted, tops, ds),
+                ds.name, k, seed, name, self.backend, summarise(fitted, tops, ds),
                 dict(common, fit_s=round(time.perf_counter() - t4, 3), fit={
                     "feasible": fit.feasible, "message": fit.message,
                     "score_threshold": fit.score_threshold,
@@ -279,9 +294,9 @@ class SemrouteRunner:
                     "per_route_thresholds": len(fit.per_route),
                     "valid_coverage": fit.coverage, "valid_index_misroute": fit.misroute,
                     "target_misroute": fit.target, "valid_rows": fit.rows})))
-            fitted_msgs.append(f"{fit_system(target)} {fmt(runs[-1].metrics['in_scope_accuracy'])}"
+            fitted_msgs.append(f"{name} {fmt(runs[-1].metrics['in_scope_accuracy'])}"
                                + ("" if fit.feasible else " (infeasible)"))
-        self.log(f"  {ds.name} {self.backend} k={k_label(k)} seed={seed}: "
+        self.log(f"  {ds.name} {self.backend} {system} k={k_label(k)} seed={seed}: "
                  f"{report.n_vectors} utterances ({report.embedded} embedded), build "
                  f"{t1 - t0:.1f}s, load {t2 - t1:.1f}s, route {len(test) + len(valid)} "
                  f"queries {t3 - t2:.1f}s | top-1 {fmt(runs[0].metrics['top1_accuracy'])}, "
@@ -432,6 +447,10 @@ def run_benchmark(cfg: BenchConfig, log: Log | None = None) -> dict[str, Any]:
                     new, tops = runner.run(k, seed, ds.utterances(k, seed))
                     runs += new
                     tops_by[(k, seed, backend)] = tops
+                    if cfg.oos_examples and ds.train_oos:  # the same set + OOS examples
+                        runs += runner.run(k, seed, ds.utterances(k, seed),
+                                           ds.oos_examples(cfg.oos_examples, seed),
+                                           OOS_SYSTEM)[0]
             primary = cfg.backends[0]
             for (k, seed, backend), tops in tops_by.items():
                 if backend != primary:
@@ -737,6 +756,9 @@ def build_config(argv: Sequence[str] | None = None) -> BenchConfig:
                    help="router.lexical_weight of the route sets (default 0: off)")
     p.add_argument("--work", type=Path, default=WORK)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--oos-examples", type=int, default=0, metavar="N",
+                   help="also run semroute+oos: the same route set with N of the train rows "
+                        "labelled oos as its out-of-scope examples (datasets that have them)")
     p.add_argument("--name", default=None,
                    help="output file stem (default accuracy; accuracy-quick with --quick)")
     a = p.parse_args(argv)
@@ -758,7 +780,7 @@ def build_config(argv: Sequence[str] | None = None) -> BenchConfig:
         parallel_peer=not a.serial, threads=a.threads,
         targets=[float(t) for t in a.target_misroute.split(",") if t.strip()],
         work=a.work, out=a.out, name=a.name or ("accuracy-quick" if a.quick else "accuracy"),
-        data_root=a.data_root, lexical_weight=a.lexical_weight,
+        data_root=a.data_root, lexical_weight=a.lexical_weight, oos_examples=a.oos_examples,
         command=shlex.join(["python", "-m", "benchmarks.accuracy", *(argv if argv is not None
                                                                      else sys.argv[1:])]))
 

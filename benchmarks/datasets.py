@@ -54,6 +54,13 @@ class Dataset:
     valid_source: str
     notes: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    train_oos: list[str] = field(default_factory=list)  # train texts labelled oos
+
+    def oos_examples(self, n: int, seed: int) -> list[str]:
+        """A seeded sample of n train texts labelled oos: a route set's out-of-scope file."""
+        pool = list(self.train_oos)
+        random.Random(f"{seed}|oos").shuffle(pool)
+        return pool[:n]
 
     @property
     def has_oos(self) -> bool:
@@ -167,6 +174,7 @@ def load_dataset(spec: str, root: Path = DATA_ROOT) -> Dataset:
     counts = {"train_rows": len(train), "test_rows": len(test)}
     train_oos = [q for q in train if q.label == OOS]
     train = [q for q in train if q.label != OOS]
+    valid_carved = valid is None  # then the train oos rows are validation rows
     if valid is None:
         valid, train = _carve(train, VALID_FRACTION, "valid")
         valid = valid + train_oos
@@ -176,7 +184,8 @@ def load_dataset(spec: str, root: Path = DATA_ROOT) -> Dataset:
                            if train_oos else ""))
         notes.append(f"no validation split: {valid_source}")
     elif train_oos:
-        notes.append(f"{len(train_oos)} train rows labelled oos: not utterances, not used")
+        notes.append(f"{len(train_oos)} train rows labelled oos: never utterances (out-of-"
+                     f"scope examples of the semroute+oos rows only)")
     counts["train_oos_rows"] = len(train_oos)
 
     labels = sorted({q.label for q in train})
@@ -226,4 +235,16 @@ def load_dataset(spec: str, root: Path = DATA_ROOT) -> Dataset:
                   valid_oos=sum(q.label == OOS for q in valid))
     return Dataset(name=name, source=str(path), train=train, valid=valid, test=test,
                    routes=list(pools), label_of={r: lab for lab, r in route_of.items()},
-                   pools=pools, valid_source=valid_source, notes=notes, counts=counts)
+                   pools=pools, valid_source=valid_source, notes=notes, counts=counts,
+                   train_oos=spare_oos(train_oos, owners) if valid_carved is False else [])
+
+
+def spare_oos(rows: Sequence[LabelledQuery], owners: dict[str, set[str]]) -> list[str]:
+    """Train texts labelled oos that may serve as out-of-scope examples: each once, none
+    an utterance of the pools (a route set refuses that)."""
+    keys: dict[str, str] = {}
+    for q in rows:
+        key = utterance_key(q.text)
+        if key not in owners and key not in keys and q.text.strip():
+            keys[key] = q.text
+    return list(keys.values())

@@ -89,3 +89,33 @@ def test_benchmark_runs_on_a_tiny_csv(tiny_csv: Path, tmp_path: Path) -> None:
     assert json.loads((out / "accuracy.json").read_text())["runs"]
     md = (out / "accuracy.md").read_text()
     assert "| tiny | 5 | semroute |" in md and "Machine:" in md and "Command:" in md
+
+
+def test_oos_examples_add_semroute_oos_rows(tmp_path: Path) -> None:
+    """With a validation split, `--oos-examples N` reruns the same route set with N train
+    rows labelled oos as its out-of-scope file (never as utterances, never in validation)."""
+    data = tmp_path / "tinyoos"
+    data.mkdir()
+    splits: dict[str, list[tuple[str, str]]] = {
+        "train": [(t, label) for label, texts in INTENTS.items() for t in texts[:6]]
+        + [(t, "oos") for t in OOS[:4]],
+        "valid": [(INTENTS[label][6], label) for label in INTENTS] + [(OOS[4], "oos")],
+        "test": [(INTENTS[label][7], label) for label in INTENTS]
+        + [("how do I make bread at home", "oos")],
+    }
+    for name, rows in splits.items():
+        with (data / f"{name}.csv").open("w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([("text", "label"), *rows])
+    assert load_dataset(str(data)).train_oos == OOS[:4]
+    cfg = build_config(["--data", str(data), "--k", "5", "--seeds", "1", "--no-peer",
+                        "--backends", "onnx-int8", "--oos-examples", "3",
+                        "--target-misroute", "0.1", "--work", str(tmp_path / "work"),
+                        "--out", str(tmp_path / "out")])
+    res = run_benchmark(cfg, log=lambda _msg: None)
+    systems = {r["system"]: r for r in res["runs"]}
+    assert set(systems) == {"semroute", "semroute+fit@10%", "semroute+oos",
+                            "semroute+oos+fit@10%"}
+    assert systems["semroute+oos"]["info"]["oos_examples"] == 3
+    assert systems["semroute"]["info"]["oos_examples"] == 0
+    routes = tmp_path / "work" / "tinyoos" / "onnx-int8" / "routes"
+    assert len((routes / "oos.txt").read_text().splitlines()) == 3

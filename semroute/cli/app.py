@@ -60,6 +60,11 @@ def format_decision(d: dict[str, object]) -> str:
         if tier["neighbours"]:
             lines.append("        nearest outcomes: " + ", ".join(
                 f"{n['text_hash'][:12]} {n['similarity']:.2f}" for n in tier["neighbours"][:3]))
+    negatives = d.get("negatives")
+    for n in negatives if isinstance(negatives, list) else []:
+        what = "oos" if n["kind"] == "oos" else "neg"
+        lines.append(f"{what:<8}{n['route']} lowered {n['penalty']:.3f} by {n['text'][:60]!r} "
+                     f"{n['similarity']:.2f} vs nearest utterance {n['nearest']:.2f}")
     cands = d["candidates"]
     assert isinstance(cands, list)
     if cands:

@@ -10,6 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from semroute.config.gateway import GatewaySettings
+from semroute.config.oos import oos_path, read_oos_examples
 from semroute.config.routes import MODEL_PREFIX, STEP_PREFIX, Route, RouteSet
 from semroute.config.schema import (
     CATALOGUE_FILE,
@@ -119,6 +120,7 @@ def _load_route_file(path: Path, problems: list[str], invalid: set[str]) -> Rout
         description=normalise_text(spec.description),
         models=models,
         utterances=tuple(normalise_text(u) for u in spec.utterances),
+        negatives=tuple(normalise_text(u) for u in spec.negatives),
         threshold=spec.threshold,
         system_prompt=spec.system_prompt,
         metadata=dict(spec.metadata),
@@ -153,6 +155,7 @@ def _cross_checks(routes: list[Route], cat: CatalogueFile, cat_path: Path,
                                 f"'{text}' {where}")
             else:
                 seen_utts[key] = (r, text)
+        problems.extend(negative_problems(r))
         keyed = [("model", key) for key in r.models]
         if r.parallel is not None:
             keyed += [("parallel.models", key) for key in r.parallel.models]
@@ -182,6 +185,23 @@ def _cross_checks(routes: list[Route], cat: CatalogueFile, cat_path: Path,
     if cat.profile not in cat.profiles:
         problems.append(f"{cat_path}: field 'profile': '{cat.profile}' is not one of "
                         f"{', '.join(sorted(cat.profiles))}")
+    return problems
+
+
+def negative_problems(route: Route) -> list[str]:
+    """A route's negatives: each once, and none also one of its utterances."""
+    problems: list[str] = []
+    own = {u.casefold() for u in route.utterances}
+    seen: set[str] = set()
+    for i, text in enumerate(route.negatives, 1):
+        key = text.casefold()
+        why = ("appears twice in this route" if key in seen else
+               "is also an utterance of this route: remove it from one of the two lists"
+               if key in own else None)
+        seen.add(key)
+        if why:
+            problems.append(f"{route.file}: route '{route.name}': field 'negatives[{i}]': "
+                            f"'{text}' {why}")
     return problems
 
 
@@ -238,10 +258,12 @@ def _step_and_budget_checks(cat: CatalogueFile, cat_path: Path, names: set[str])
     return problems
 
 
-def route_files(directory: Path) -> list[Path]:
-    """The route files of a folder, in a stable order (the catalogue excluded)."""
+def route_files(directory: Path, *, exclude: Path | None = None) -> list[Path]:
+    """The route files of a folder, in a stable order (the catalogue and `exclude`, the
+    out-of-scope example file, left out)."""
     files = [*directory.glob("*.yaml"), *directory.glob("*.yml")]
-    return sorted(p for p in files if p.name != CATALOGUE_FILE)
+    skip = exclude.resolve() if exclude is not None else None
+    return sorted(p for p in files if p.name != CATALOGUE_FILE and p.resolve() != skip)
 
 
 def load_routes(directory: str | Path = "routes", *, profile: str | None = None) -> RouteSet:
@@ -252,13 +274,19 @@ def load_routes(directory: str | Path = "routes", *, profile: str | None = None)
     problems: list[str] = []
     cat_path = directory / CATALOGUE_FILE
     catalogue = _load_catalogue(cat_path, problems)
-    files = route_files(directory)
+    oos_file = oos_path(directory, catalogue.router.oos_examples if catalogue else None)
+    files = route_files(directory, exclude=oos_file)
     if not files:
         problems.append(f"{directory}: no route files (*.yaml besides {CATALOGUE_FILE})")
     invalid: set[str] = set()
     routes = [r for p in files if (r := _load_route_file(p, problems, invalid)) is not None]
     if catalogue is not None:
         problems.extend(_cross_checks(routes, catalogue, cat_path, invalid))
+    oos: tuple[str, ...] = ()
+    if oos_file is not None:
+        owners = {u.casefold(): r.name for r in routes for u in r.utterances}
+        oos, oos_problems = read_oos_examples(oos_file, owners)
+        problems.extend(oos_problems)
     if problems or catalogue is None:
         raise ConfigError(problems)
     active = profile or catalogue.profile
@@ -273,6 +301,8 @@ def load_routes(directory: str | Path = "routes", *, profile: str | None = None)
         profile=active,
         profiles={k: dict(v) for k, v in catalogue.profiles.items()},
         steps={k: (v,) if isinstance(v, str) else tuple(v) for k, v in catalogue.steps.items()},
+        oos_examples=oos,
+        oos_file=oos_file,
     )
 
 

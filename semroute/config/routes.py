@@ -34,12 +34,16 @@ class Route:
     parallel: ParallelSpec | None = None
     cascade: CascadeSpec | None = None
     ladder: LadderSpec | None = None
+    negatives: tuple[str, ...] = ()
 
     def content_hash(self) -> str:
-        """Hash of what the index depends on: the name and the (normalised) utterances (not
-        the rules: they are checked before the index, so editing them needs no rebuild)."""
-        payload = json.dumps([self.name, list(self.utterances)])
-        return hashlib.sha256(payload.encode()).hexdigest()
+        """Hash of what the index depends on: the name, the (normalised) utterances and
+        negatives (not the rules: they are checked before the index, so editing them needs no
+        rebuild). A route without negatives hashes as it did before negatives existed."""
+        parts: list[Any] = [self.name, list(self.utterances)]
+        if self.negatives:
+            parts.append(list(self.negatives))
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,14 @@ class RouteSet:
     profile: str
     profiles: dict[str, dict[str, ModelEntry]] = field(repr=False)
     steps: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    oos_examples: tuple[str, ...] = ()  # `router.oos_examples`, normalised
+    oos_file: Path | None = None
+
+    def oos_hash(self) -> str | None:
+        """Hash of the out-of-scope examples the index embeds (None: the set has none)."""
+        if not self.oos_examples:
+            return None
+        return hashlib.sha256(json.dumps(list(self.oos_examples)).encode()).hexdigest()
 
     def route(self, name: str) -> Route:
         """The route called `name` (KeyError if none): a dict lookup, once per request; a

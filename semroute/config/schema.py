@@ -80,6 +80,8 @@ class RouteFile(_Strict):
     description: str = Field(min_length=1)
     model: str | list[str]
     utterances: list[str] = Field(min_length=1)
+    negatives: list[str] = Field(default_factory=list, description="queries that must not "
+                                 "match this route (near misses); see README 'Negatives'")
     threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
     system_prompt: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -140,12 +142,13 @@ class RouteFile(_Strict):
             seen.add(r.name)
         return v
 
-    @field_validator("utterances")
+    @field_validator("utterances", "negatives")
     @classmethod
-    def _utterances_not_blank(cls, v: list[str]) -> list[str]:
+    def _utterances_not_blank(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        kind = "negative" if info.field_name == "negatives" else "utterance"
         for i, text in enumerate(v):
             if not normalise_text(text):
-                raise ValueError(f"utterance #{i + 1} is empty")
+                raise ValueError(f"{kind} #{i + 1} is empty")
         return v
 
 
@@ -324,6 +327,15 @@ class RouterSettings(_Strict):
                                       "without its own (parallel and cascade routes excepted)")
     shared_state: SharedStateSettings = Field(default_factory=SharedStateSettings)
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+    oos_examples: str | None = Field(
+        default=None, min_length=1, description="file of out-of-scope example queries (one "
+        "per line, or a YAML list), relative to the routes folder; embedded by `build`")
+    contrast_margin: float = Field(
+        default=0.05, ge=-1.0, le=1.0, description="a negative or out-of-scope example counts "
+        "when it is within this of the best route's nearest utterance (README 'Negatives')")
+    contrast_weight: float = Field(
+        default=2.0, ge=0.0, le=10.0, description="how much of that excess a route's score "
+        "loses (0: negatives and out-of-scope examples are embedded but ignored)")
 
     @field_validator("budgets", mode="before")
     @classmethod

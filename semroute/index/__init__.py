@@ -11,6 +11,7 @@ from semroute.index.calibration import (
     load_calibration,
     save_calibration,
 )
+from semroute.index.contrast import ContrastSet, Penalty, apply_contrast
 from semroute.index.lexical import LexicalIndex, blend_lexical, build_lexical
 from semroute.index.manifest import (
     REBUILD_HINT,
@@ -31,11 +32,14 @@ __all__ = [
     "REBUILD_HINT",
     "BuildReport",
     "Calibration",
+    "ContrastSet",
     "LexicalIndex",
     "Manifest",
+    "Penalty",
     "RouteIndex",
     "RouteStats",
     "Scored",
+    "apply_contrast",
     "blend_lexical",
     "build_index",
     "build_lexical",

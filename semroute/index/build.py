@@ -47,6 +47,7 @@ from semroute.encoders import (
 )
 from semroute.errors import CorruptIndexError, IndexNotFoundError, StaleIndexError
 from semroute.files import fsync_path, write_synced
+from semroute.index.contrast import cached_contrast, contrast_rows, write_contrast
 from semroute.index.lexical import LEXICAL_FILE, build_lexical, write_lexical
 from semroute.index.manifest import (
     BUILD_ID,
@@ -54,6 +55,7 @@ from semroute.index.manifest import (
     EncoderEntry,
     FileEntry,
     Manifest,
+    OosEntry,
     RouteEntry,
     current_build,
     is_build,
@@ -92,9 +94,13 @@ class BuildReport:
     routes_changed: list[str] = field(default_factory=list)
     encoder: str = ""
     timings_s: dict[str, float] = field(default_factory=dict)
+    n_contrast: int = 0  # negatives and out-of-scope examples embedded beside the utterances
 
     def summary(self) -> str:
-        parts = [f"{self.n_vectors} utterances, embedded {self.embedded}, reused {self.reused}"]
+        contrast = f" + {self.n_contrast} negatives/out-of-scope examples" \
+            if self.n_contrast else ""
+        parts = [f"{self.n_vectors} utterances{contrast}, embedded {self.embedded}, "
+                 f"reused {self.reused}"]
         for label, names in (("added", self.routes_added), ("removed", self.routes_removed),
                              ("changed", self.routes_changed)):
             if names:
@@ -174,7 +180,7 @@ def _cached_vectors(build: Path | None, manifest: Manifest | None,
         texts = [row[1] for row in table["rows"]]
         if vecs.shape != (len(texts), fingerprint.dim):
             return {}
-        return dict(zip(texts, vecs, strict=True))
+        return {**cached_contrast(build), **dict(zip(texts, vecs, strict=True))}
     except (OSError, ValueError, KeyError):
         return {}
 
@@ -262,14 +268,17 @@ def build_index(routes: RouteSet | str | Path = "routes", out: str | Path = "ind
 
             t1 = time.perf_counter()
             rows = [(i, text) for i, r in enumerate(routes.routes) for text in r.utterances]
+            contrast = contrast_rows(routes)  # negatives and out-of-scope examples
             cache = _cached_vectors(reusable, prev_manifest, fingerprint)
-            missing = sorted({text for _, text in rows if text not in cache})
+            missing = sorted({text for _, text in rows + contrast if text not in cache})
             if missing:
                 say(f"embedding {len(missing)} new utterance(s) with {fingerprint.describe()}")
                 fresh = encoder.encode(missing, show_progress=show_progress)  # its own batch
                 cache.update(zip(missing, fresh, strict=True))
             vectors = np.stack([cache[t] for _, t in rows]).astype(np.float32) if rows else \
                 np.zeros((0, fingerprint.dim), dtype=np.float32)
+            write_contrast(tmp, contrast, np.stack([cache[t] for _, t in contrast])
+                           if contrast else np.zeros((0, fingerprint.dim), np.float32))
             timings["embed"] = time.perf_counter() - t1
 
             t2 = time.perf_counter()
@@ -298,10 +307,11 @@ def build_index(routes: RouteSet | str | Path = "routes", out: str | Path = "ind
                                      dim=fingerprint.dim, weights_hash=fingerprint.weights_hash,
                                      source_weights_hash=source_hash),
                 settings=routes.settings.index_fields(), index_type=index_type,
-                n_vectors=len(rows),
+                n_vectors=len(rows), n_contrast=len(contrast),
                 routes={r.name: RouteEntry(hash=r.content_hash(), utterances=len(r.utterances),
-                                           file=r.file.name) for r in routes.routes},
-                files=files)
+                                           file=r.file.name, negatives=len(r.negatives))
+                        for r in routes.routes},
+                oos=OosEntry.of(routes), files=files)
             (tmp / "manifest.json").write_bytes(manifest.model_dump_json(indent=2).encode())
 
             _fsync_tree(tmp)  # every byte of the build is on disk ...
@@ -326,10 +336,10 @@ def build_index(routes: RouteSet | str | Path = "routes", out: str | Path = "ind
     timings["total"] = time.perf_counter() - t0
     return BuildReport(
         path=index_dir, build_id=build_id, n_vectors=len(rows), embedded=len(missing),
-        reused=len({t for _, t in rows}) - len(missing),
+        reused=len({t for _, t in rows + contrast}) - len(missing),
         routes_added=sorted(set(new) - set(old)), routes_removed=sorted(set(old) - set(new)),
         routes_changed=sorted(n for n in set(new) & set(old) if new[n] != old[n].hash),
-        encoder=fingerprint.describe(), timings_s=timings)
+        encoder=fingerprint.describe(), timings_s=timings, n_contrast=len(contrast))
 
 
 def _prune(index_dir: Path, keep: set[str]) -> None:

@@ -31,9 +31,25 @@ class FileEntry(_Model):
 
 
 class RouteEntry(_Model):
-    hash: str
+    hash: str  # Route.content_hash: name, utterances and negatives
     utterances: int
     file: str
+    negatives: int = 0
+
+
+class OosEntry(_Model):
+    """The out-of-scope examples a build embedded: their file, hash and count."""
+
+    file: str
+    hash: str
+    examples: int
+
+    @classmethod
+    def of(cls, routes: RouteSet) -> OosEntry | None:
+        digest = routes.oos_hash()
+        if digest is None or routes.oos_file is None:
+            return None
+        return cls(file=routes.oos_file.name, hash=digest, examples=len(routes.oos_examples))
 
 
 class EncoderEntry(_Model):
@@ -57,6 +73,8 @@ class Manifest(_Model):
     n_vectors: int
     routes: dict[str, RouteEntry]
     files: dict[str, FileEntry]
+    n_contrast: int = 0  # negatives + out-of-scope examples (contrast.json, contrast.npy)
+    oos: OosEntry | None = None
 
     @property
     def fingerprint(self) -> Fingerprint:
@@ -150,7 +168,10 @@ def check_fresh(manifest: Manifest, routes: RouteSet, where: Path) -> None:
     if removed:
         problems.append(f"routes removed since the build: {', '.join(removed)}")
     if changed:
-        problems.append(f"routes whose utterances changed: {', '.join(changed)}")
+        problems.append(f"routes whose utterances or negatives changed: {', '.join(changed)}")
+    built_oos = manifest.oos.hash if manifest.oos else None
+    if built_oos != routes.oos_hash():
+        problems.append("the out-of-scope examples (router.oos_examples) changed")
     settings = routes.settings.index_fields()
     if manifest.settings != settings:
         problems.append(f"index settings changed: built with {manifest.settings}, "

@@ -33,6 +33,7 @@ from semroute.errors import (
     SemrouteError,
     StaleIndexError,
 )
+from semroute.index.contrast import ContrastSet, read_contrast
 from semroute.index.lexical import LexicalIndex, read_lexical
 from semroute.index.manifest import (
     REBUILD_HINT,
@@ -64,6 +65,7 @@ class RouteIndex:
     texts: list[str]
     stats: RouteStats
     lexical: LexicalIndex | None = None  # None: a build made before lexical.json existed
+    contrast: ContrastSet | None = None  # negatives and out-of-scope examples (None: none)
 
     @classmethod
     def load(cls, index_dir: str | Path, routes: RouteSet | None = None, *,
@@ -115,9 +117,11 @@ class RouteIndex:
         if labels.size and (labels.min() < 0 or labels.max() >= len(route_names)):
             raise CorruptIndexError(f"{build / 'utterances.json'} has route ids out of range: "
                                     f"{REBUILD_HINT}")
+        contrast = read_contrast(build, manifest.n_contrast, len(route_names),
+                                 manifest.encoder.dim) if manifest.n_contrast else None
         return cls(index_dir, manifest, fi, route_names, labels, texts,
                    read_route_stats(build, len(route_names), manifest.encoder.dim),
-                   read_lexical(build, len(route_names)))
+                   lexical=read_lexical(build, len(route_names)), contrast=contrast)
 
     @property
     def build_dir(self) -> Path:

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from semroute.config import Route, RouteSet
 from semroute.errors import CorruptIndexError
 from semroute.index import RouteIndex
+from semroute.quality.negative_checks import NegativeChecks
 from semroute.quality.rule_checks import RuleChecks
 
 Level = Literal["error", "warning"]
@@ -174,6 +175,8 @@ def lint(routes: RouteSet, index: RouteIndex, *, near_dup: float = 0.92,
                                 f" run `semroute build`")
     linter = _Linter(routes, index, limits)
     found = [*linter.per_route(), *linter.near_duplicates(), *linter.misplaced()]
+    found += [LintFinding(*f) for f in NegativeChecks(routes, index, linter.vecs,
+                                                      limits).findings()]
     rules = RuleChecks(routes)
     found += [LintFinding(*f) for f in (*rules.shadowed(), *rules.utterances())]
     order = {"error": 0, "warning": 1}

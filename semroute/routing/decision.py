@@ -73,6 +73,22 @@ class TurnWeight:
 
 
 @dataclass(frozen=True)
+class NegativeHit:
+    """A negative or out-of-scope example that lowered a route's score (README "Negatives"):
+    `kind` `negative` (one of `route`'s negatives) or `oos` (an
+    out-of-scope example), its text, its similarity to the query, `nearest`, the similarity
+    of `route`'s nearest utterance it was compared with, and `penalty`, what `route`'s score
+    lost."""
+
+    kind: Literal["negative", "oos"]
+    route: str
+    text: str
+    similarity: float
+    nearest: float
+    penalty: float
+
+
+@dataclass(frozen=True)
 class TierNeighbour:
     """An outcome record's query near this one: its text hash (never its text) and the
     similarity of the two vectors."""
@@ -118,6 +134,9 @@ class Decision:
     conversation (empty when the latest user turn was routed on its own).
     `tier` is what the route's ladder chose (None when the route has no ladder); its time is
     the `tiers` entry of `timings_ms`.
+    `negatives` lists the negatives and out-of-scope examples that lowered route scores, in
+    the order applied (empty when none did); `score`, `margin` and `candidates` are the
+    lowered ones.
     """
 
     query: str
@@ -136,6 +155,7 @@ class Decision:
     rule: RuleHit | None = None
     context: tuple[TurnWeight, ...] = ()
     tier: TierChoice | None = None
+    negatives: tuple[NegativeHit, ...] = ()
 
     @classmethod
     def explicit(cls, query: str, model_key: str) -> Decision:

@@ -20,10 +20,11 @@ from semroute.index import (
     Calibration,
     RouteIndex,
     Scored,
+    apply_contrast,
     blend_lexical,
     score_query,
 )
-from semroute.routing.decision import Candidate, Decision, Method, Neighbour
+from semroute.routing.decision import Candidate, Decision, Method, NegativeHit, Neighbour
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -126,7 +127,7 @@ class Matcher:
             t1 = time.perf_counter()
             sims, ids = self.index.search(vecs, self.top_k)
             t2 = time.perf_counter()
-            fresh = {t: (self.score_one(t, s, i, v), s, i)
+            fresh = {t: (self.score_contrasted(t, s, i, v)[0], s, i)
                      for t, s, i, v in zip(todo, sims, ids, vecs, strict=True)}
             out.update(fresh)
             with self._turns_lock:
@@ -169,8 +170,24 @@ class Matcher:
                  sims: NDArray[np.float32], ids: NDArray[np.int64],
                  query: NDArray[np.float32]) -> Decision:
         t0 = time.perf_counter()
+        scored, negatives = self.score_contrasted(text, sims, ids, query)
+        return self.decide_scored(text, truncated, timings, scored, [(sims, ids)], t0,
+                                  negatives=negatives)
+
+    def score_contrasted(self, text: str, sims: NDArray[np.float32], ids: NDArray[np.int64],
+                         query: NDArray[np.float32]) -> tuple[Scored, tuple[NegativeHit, ...]]:
+        """Route scores of one query (`score_one`), lowered where a negative or out-of-scope
+        example comes close (index/contrast.py), and those penalties for the Decision."""
+        idx, s = self.index, self.routes.settings
         scored = self.score_one(text, sims, ids, query)
-        return self.decide_scored(text, truncated, timings, scored, [(sims, ids)], t0)
+        if idx.contrast is None or s.contrast_weight == 0:
+            return scored, ()
+        scored, found = apply_contrast(scored, sims, ids, query, idx.labels, idx.stats.offsets,
+                                       idx.contrast, margin=s.contrast_margin,
+                                       weight=s.contrast_weight)
+        return scored, tuple(NegativeHit(p.kind, idx.route_names[p.route], p.text,
+                                         round(p.similarity, 6), round(p.nearest, 6),
+                                         round(p.penalty, 6)) for p in found)
 
     def rejects(self, scored: Scored) -> str | None:
         """Why the index would not decide on these scores alone (None: it would)."""
@@ -184,9 +201,10 @@ class Matcher:
     def decide_scored(self, text: str, truncated: bool, timings: dict[str, float],
                       scored: Scored, hits: Sequence[tuple[NDArray[np.float32],
                                                            NDArray[np.int64]]],
-                      t0: float) -> Decision:
+                      t0: float, *, negatives: tuple[NegativeHit, ...] = ()) -> Decision:
         """Apply the thresholds to route scores; `hits` are the kNN rows the nearest
-        utterances shown are drawn from (the query's, or every turn's that counted)."""
+        utterances shown are drawn from (the query's, or every turn's that counted);
+        `negatives` the penalties already in the scores, named in the reason."""
         idx = self.index
         shown = scored.order[:CANDIDATES_SHOWN].tolist()
         near: dict[int, list[Neighbour]] = {r: [] for r in shown}
@@ -218,8 +236,19 @@ class Matcher:
                       f"{scored.margin:.3f} ≥ {th.margin:.3f}")
         else:
             route, method, reason = None, "undecided", rejected
+        if negatives:
+            reason += "; " + "; ".join(explain_negative(n) for n in negatives)
         return Decision(query=text, route=route, method=method,
                         score=round(scored.confidence, 6), margin=round(scored.margin, 6),
                         threshold=threshold, margin_threshold=th.margin, reason=reason,
                         candidates=candidates, truncated=truncated,
-                        timings_ms=dict(timings, score=(time.perf_counter() - t0) * 1e3))
+                        timings_ms=dict(timings, score=(time.perf_counter() - t0) * 1e3),
+                        negatives=negatives)
+
+
+def explain_negative(hit: NegativeHit) -> str:
+    """One penalty in words, for `Decision.reason`."""
+    what = "out-of-scope example" if hit.kind == "oos" else "negative"
+    return (f"'{hit.route}' lowered by {hit.penalty:.3f}: {what} '{hit.text}' "
+            f"(similarity {hit.similarity:.3f}) is near its nearest utterance "
+            f"({hit.nearest:.3f})")
