@@ -193,4 +193,5 @@ def test_dispatch_feedback_suggest_build_monitor_fit(folder: Path, tmp_path: Pat
     assert main(["fit", "--outcomes", "--routes", str(folder), "--index", str(index),
                  "--dry-run"]) != 0
     err = capsys.readouterr().err
-    assert "--min-rows" in err and "50" in err, err
+    assert "4 rows (classifier 3, feedback 1)" in err and "50 needed" in err, err
+    assert "--min-rows" in err and "not routed (agent step or named model)" in err, err
