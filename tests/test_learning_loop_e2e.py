@@ -29,6 +29,7 @@ from semroute.index import build_index
 from semroute.outcomes import OutcomeStore
 from semroute.routing import Router
 from semroute.telemetry import read_trace
+from tests.conftest import REPO
 from tests.support.scripted_model import ScriptedModel, prefers
 
 ROUTES: dict[str, dict[str, Any]] = {
@@ -195,3 +196,15 @@ def test_dispatch_feedback_suggest_build_monitor_fit(folder: Path, tmp_path: Pat
     err = capsys.readouterr().err
     assert "4 rows (classifier 3, feedback 1)" in err and "50 needed" in err, err
     assert "--min-rows" in err and "not routed (agent step or named model)" in err, err
+
+
+def test_the_example_route_set_journals_without_text_and_the_gateway_benchmark_keeps_it(
+        tmp_path: Path) -> None:
+    """`semroute.feedback` works out of the box on routes/; the gateway benchmark measures that
+    production setting, not a lighter one."""
+    from benchmarks.gateway_targets import bench_routes
+    from semroute.config import load_routes
+
+    for folder in (REPO / "routes", bench_routes(tmp_path, "http://127.0.0.1:9/v1")):
+        outcomes = load_routes(folder).settings.outcomes
+        assert (outcomes.log_requests, outcomes.keep_text) == (True, False), folder
