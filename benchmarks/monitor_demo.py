@@ -16,7 +16,8 @@ reference in the background and asks the judge (`powerful` too) twice, positions
 feedback goes through `Dispatcher.feedback` on 6% of requests (thumbs, and route corrections
 on some classifier decisions). The loopback judge is scripted: an answer that `fast` gave
 under `simple_qa`'s system prompt from day 4 on is sloppy and loses to the reference 70% of
-the time per order; otherwise the judge says tie 60% of the time and A or B 20% each.
+the time (else a tie); otherwise the judge calls the pair a tie 60% of the time and prefers
+either answer 20%, the same way in both orders.
 
 What is simulated: the calendar. The requests run in seconds, so each trace line's `ts` (and
 its shadow and feedback lines', and the store's journal, feedback, shadow and outcome rows')
@@ -124,12 +125,12 @@ class Upstream:
         if model == "fast" and self.fail_fast:
             return 503, {"error": {"message": "overloaded", "type": "server_error"}}
         text = " ".join(str(m.get("content")) for m in body.get("messages", []))
-        rng = random.Random(text)
+        rng = random.Random(text if model == "fast" else f"{model}|{text}")  # answers differ
         fmt = body.get("response_format") or {}
         labels = (((fmt.get("json_schema") or {}).get("schema") or {}).get("properties") or {}
                   ).get("label", {}).get("enum")
         if labels == ["A", "B", "tie"]:  # the shadow judge
-            reply, out = json.dumps({"label": judge(text, rng)}), 4
+            reply, out = json.dumps({"label": judge(text)}), 4
         elif labels:  # the classifier: usually the top candidate, sometimes none of them
             label = labels[0] if rng.random() < 0.75 or len(labels) == 1 else "none"
             reply, out = json.dumps({"label": label if label in labels else labels[-1]}), 6
@@ -151,15 +152,21 @@ class Upstream:
         self.httpd.server_close()
 
 
-def judge(prompt: str, rng: random.Random) -> str:
-    """The scripted judge: a sloppy answer loses 70% of the time (else tie); otherwise tie
-    60%, A 20%, B 20%."""
-    a = prompt.split("Answer A:", 1)[-1].split("Answer B:", 1)[0]
-    b = prompt.split("Answer B:", 1)[-1]
+def judge(prompt: str) -> str:
+    """The scripted judge, consistent across the two orders (it judges the pair, not the
+    positions): a sloppy answer loses 70% of the time (else tie); otherwise the first answer
+    by text wins 20%, the second 20%, tie 60%."""
+    a = prompt.split("Answer A:", 1)[-1].split("Answer B:", 1)[0].strip()
+    b = prompt.split("Answer B:", 1)[-1].strip()
+    u = random.Random("|".join(sorted([a, b]))).random()
     if (SLOPPY in a) != (SLOPPY in b):
-        return ("B" if SLOPPY in a else "A") if rng.random() < 0.7 else "tie"
-    u = rng.random()
-    return "tie" if u < 0.6 else "A" if u < 0.8 else "B"
+        better = b if SLOPPY in a else a
+    else:
+        better = "" if u < 0.6 else min(a, b) if u < 0.8 else max(a, b)
+        u = 0.0
+    if u >= 0.7 or not better or a == b:
+        return "tie"
+    return "A" if better == a else "B"
 
 
 def route_set(work: Path, upstream: Upstream, trace: Path, store: Path) -> Path:
@@ -321,7 +328,8 @@ def summarise(args: argparse.Namespace, took: float, calls: int,
     m, s, d = machine(), report["savings"], report["drift"]
     flagged = [f for f in report["quality"]["below_threshold"] if f["flagged"]]
     rows = [("requests dispatched", args.requests), ("dispatch wall time s", f"{took:.1f}"),
-            ("upstream calls (retries, classifier, cascade steps)", calls),
+            ("upstream calls (retries, classifier, cascade steps, shadow reference and judge)",
+             calls),
             ("store rows: journal / feedback / shadow verdicts",
              f"{counts['requests']} / {counts['feedback']} / {counts['shadow']}"),
             ("shadow: sampled / written / dropped / failed / skipped",
