@@ -162,6 +162,10 @@ def test_dispatch_feedback_suggest_build_monitor_fit(folder: Path, tmp_path: Pat
         d = rebuilt.route(q)
         assert (d.method, d.route) == ("index", route), (q, d.reason)
     assert "jane.doe" not in "".join(p.read_text() for p in folder.glob("*.yaml"))
+    # ... so the same journal proposes nothing more
+    capsys.readouterr()
+    assert main(["suggest", "--routes", str(folder), "--index", str(index)]) == 0
+    assert "nothing to change" in capsys.readouterr().out
 
     # 5. monitor over the trace and the store shows the journal, shadow and feedback figures.
     capsys.readouterr()
