@@ -122,7 +122,9 @@ def start_upstream(workdir: Path) -> Proc:
 def bench_routes(workdir: Path, base_url: str, name: str = "routes",
                  extra: dict[str, Any] | None = None) -> Path:
     """The example route set copied to `workdir/name`, with a profile `bench` in which every
-    catalogue key of the active profile is the OpenAI-compatible server at `base_url`."""
+    catalogue key of the active profile is the OpenAI-compatible server at `base_url`. Its
+    router settings stay the example's, as in production: the request journal
+    (`router.outcomes.log_requests`) is on, into `workdir/name/outcomes.db`."""
     out = workdir / name
     if out.exists():
         shutil.rmtree(out)

@@ -115,7 +115,8 @@ def test_fit_outcomes_refuses_too_few_rows(folder: Path,
                  str(folder / "index")]) == 2
     err = capsys.readouterr().err
     assert "too few labelled rows in the outcomes store to fit on: 18 rows" in err
-    assert "50 needed" in err and "keep_text" in err
+    assert "50 needed" in err and "lower --min-rows" in err
+    assert "keep_text" not in err, "every row had its text: no hint to keep texts"
     assert load_calibration(folder / "index") is None
 
 

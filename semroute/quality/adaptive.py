@@ -67,6 +67,7 @@ class OutcomeValidation:
 
 
 Cell = tuple[str, str]  # (decision method, route served): how a journal row was selected
+UNROUTED = ("step", "explicit")  # methods of requests the router did not route
 
 
 def store_rows(store: OutcomeStore, route_names: Sequence[str], since: float | None = None
@@ -89,8 +90,10 @@ def store_rows(store: OutcomeStore, route_names: Sequence[str], since: float | N
     skipped: Counter[str] = Counter()
     live: Counter[Cell] = Counter()
     for r in store.requests(since=since):
+        routed = r.method not in UNROUTED  # an agent step or a named model: no decision
         cell = (r.method, r.route)
-        live[cell] += 1
+        if routed:
+            live[cell] += 1
         label, source = labels.get(r.request_id, ("", ""))
         if source == "confirmed":
             label = r.route
@@ -98,7 +101,9 @@ def store_rows(store: OutcomeStore, route_names: Sequence[str], since: float | N
             label, source = r.route, "classifier"
         if not source:
             continue
-        if label not in names:
+        if not routed and source == "confirmed":
+            skipped["not routed (agent step or named model)"] += 1
+        elif label not in names:
             skipped["label names no route"] += 1
         elif not r.text:
             skipped["text not kept"] += 1
@@ -186,8 +191,9 @@ def check_enough(v: OutcomeValidation, min_rows: int = MIN_ROWS) -> None:
             f"{v.sources.get('feedback', 0)}), effective sample size {v.ess:.0f} after "
             f"reweighting to the live route mix, {min_rows} needed"
             + (f"; left out: {why}" if why else "")
-            + ". Keep query texts (router.outcomes.keep_text), wait for more traffic, add "
-              "--data FILE, or lower --min-rows")
+            + (". Keep query texts (router.outcomes.keep_text), wait" if
+               v.skipped.get("text not kept") else ". Wait")
+            + " for more traffic, add --data FILE, or lower --min-rows")
 
 
 def fit_weighted(decisions: Sequence[Decision], data: Sequence[LabelledQuery],
