@@ -18,6 +18,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -276,12 +277,16 @@ def test_journal_rows_are_written_in_batches_and_a_backlog_is_bounded(
     d = journalled(tmp_path, index, {"fast": entry("openai", fault_server([200]).base_url)})
     rec = d.recorder
     assert rec is not None
-    rec.linger_s, rec.max_rows = 0.3, 5
+    rec.max_rows = 5
+    held = threading.Event()  # the worker is busy, so every row waits for one batch
+    assert rec.worker.submit(held.wait)
     answers = [d.dispatch(QUERY) for _ in range(5)]
     sixth = d.dispatch(QUERY)
+    held.set()
     assert sixth.text, "a full journal costs no answer"
     rec.join()
-    assert rec.written == 1 and rec.journalled == 5, "one transaction for the batch"
+    assert rec.journalled == 5
+    assert rec.written == 2, "the held task, then one transaction for the whole batch"
     assert rec.dropped == 1
     with OutcomeStore(rec.path) as store:
         assert {r.request_id for r in store.requests()} == {r.request_id for r in answers}
