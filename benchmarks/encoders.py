@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import statistics
 import sys
@@ -34,6 +35,8 @@ DEFAULT_ENCODERS = "all-MiniLM-L6-v2:onnx-int8,all-MiniLM-L6-v2:torch,multilingu
 RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "benchmarks" / ".work" / "encoders"
 SETS = ("banking77", "hwu64", "snips", "banking77_oos")
+# What was looked for on PyPI and why each candidate was or was not adopted (under the table).
+CANDIDATES = Path(__file__).with_name("encoders_candidates.md")
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -86,12 +89,24 @@ def measure(encoder: str, backend: str, ds: Any, k: int, n_queries: int, passes:
             "p95_wall_ms": round(pct(walls, .95), 2)}
 
 
+LOG_LINE = re.compile(r"^  (\S+) \S+ k=\d+ seed=\d+: .*\| top-1 ([\d.]+), in-scope ([\d.]+);"
+                      r".*semroute\+fit@10% ([\d.]+)")
+
+
 def accuracy_rows(path: Path) -> dict[str, dict[str, float | None]]:
-    """Per dataset: top-1 and the banking77_oos in-scope/OOS (index only and fit@10%)."""
+    """Per dataset: top-1 and the banking77_oos in-scope/OOS (index only and fit@10%), from a
+    `benchmarks.accuracy` JSON, or from its printed log (one line per dataset: top-1 and
+    in-scope only) when a run was stopped after the datasets that were needed."""
     import json
 
-    data = json.loads(path.read_text(encoding="utf-8"))
     out: dict[str, dict[str, float | None]] = {}
+    if path.suffix == ".log":
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if m := LOG_LINE.match(line):
+                out[m[1]] = {"top1": float(m[2]) / 100, "in_scope": float(m[3]) / 100,
+                             "fit_in_scope": float(m[4]) / 100}
+        return out
+    data = json.loads(path.read_text(encoding="utf-8"))
     for row in data["summary"]:
         if row.get("system") not in ("semroute", "semroute+fit@10%"):
             continue
@@ -102,6 +117,14 @@ def accuracy_rows(path: Path) -> dict[str, dict[str, float | None]]:
                              ("oos_recall", "oos_recall")):
             d[key + name] = m[metric]["mean"] if m.get(metric) else None
     return out
+
+
+def accuracy_command(path: Path) -> str:
+    import json
+
+    if path.suffix == ".log":
+        return f"log {path.name}"
+    return str(json.loads(path.read_text(encoding="utf-8"))["meta"]["command"])
 
 
 def fmt(x: float | None, scale: float = 100.0) -> str:
@@ -136,6 +159,7 @@ def render(results: dict[str, Any]) -> str:
               "of an encoder is the same on every backend of it (ONNX fp32 equals torch, int8 "
               "is within ~0.3 points, see accuracy.md).", ""]
     lines += results.get("notes", [])
+    lines += ["", CANDIDATES.read_text(encoding="utf-8")]
     return "\n".join(lines) + "\n"
 
 
@@ -167,12 +191,11 @@ def main(argv: list[str] | None = None) -> int:
         print("  ", rows[-1], flush=True)
     accuracy: dict[str, Any] = {}
     commands = []
-    for item in a.accuracy:
+    for item in a.accuracy:  # several files of one encoder merge (one dataset each, say)
         enc, _, path = item.partition("=")
-        accuracy[enc] = accuracy_rows(Path(path))
-        import json
-
-        commands.append(f"`{json.loads(Path(path).read_text())['meta']['command']}`")
+        for ds_name, row in accuracy_rows(Path(path)).items():
+            accuracy.setdefault(enc, {}).setdefault(ds_name, row)
+        commands.append(f"`{accuracy_command(Path(path))}`")
     results = {"command": shlex.join(["python", "-m", "benchmarks.encoders",
                                       *(argv if argv is not None else sys.argv[1:])]),
                "accuracy_commands": ", ".join(commands) or "none given",

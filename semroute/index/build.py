@@ -212,8 +212,8 @@ def _prepare_encoder(routes: RouteSet, build: Path, previous: Path | None,
         enc = SentenceTransformerEncoder(s.encoder, threads=threads)
         return enc, enc.weights_hash
     if s.backend == "native":  # the engine ships with its package: nothing to export
-        enc = load_encoder(s.encoder, s.backend, threads=threads)
-        return enc, enc.weights_hash
+        native = load_encoder(s.encoder, s.backend, threads=threads)
+        return native, native.weights_hash
     from semroute.encoders import weights_files
     from semroute.encoders.onnx_export import export_onnx
 
