@@ -95,6 +95,7 @@ class BenchConfig:
     out: Path | None = RESULTS
     name: str = "accuracy"
     data_root: Path = DATA_ROOT
+    encoder: str = ENCODER
     command: str = ""
     lexical_weight: float = 0.0
     oos_examples: int = 0  # > 0: also run `semroute+oos` with this many train oos rows
@@ -163,7 +164,7 @@ def plan(ks: Sequence[int | None], seeds: int) -> list[tuple[int | None, int]]:
 
 
 def write_route_set(folder: Path, ds: Dataset, utterances: dict[str, list[str]],
-                    backend: str, lexical_weight: float = 0.0,
+                    backend: str, lexical_weight: float = 0.0, encoder: str = ENCODER,
                     oos: Sequence[str] = ()) -> None:
     """Route files (one per intent) and a models.yaml with the default thresholds; with
     `oos`, an out-of-scope example file (`oos.txt`, `router.oos_examples`)."""
@@ -178,7 +179,7 @@ def write_route_set(folder: Path, ds: Dataset, utterances: dict[str, list[str]],
         (folder / f"{route}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False,
                                                              allow_unicode=True),
                                               encoding="utf-8")
-    router: dict[str, Any] = {"encoder": ENCODER, "backend": backend, "default_route": None}
+    router: dict[str, Any] = {"encoder": encoder, "backend": backend, "default_route": None}
     if lexical_weight:
         router["lexical_weight"] = lexical_weight
     if oos:
@@ -260,7 +261,7 @@ class SemrouteRunner:
 
         ds, cfg = self.ds, self.cfg
         write_route_set(self.routes_dir, ds, utterances, self.backend, cfg.lexical_weight,
-                        oos)
+                        oos, encoder=cfg.encoder)
         t0 = time.perf_counter()
         report = semroute.build_index(self.routes_dir, self.index_dir, threads=cfg.threads,
                                       show_progress=False)
@@ -625,7 +626,7 @@ def meta(cfg: BenchConfig, wall_s: float,
         "machine": machine(),
         "versions": versions,
         "peer_versions": peer_v,
-        "settings": {"encoder": ENCODER, "backends": cfg.backends, "ks": [k_label(k) for k in
+        "settings": {"encoder": cfg.encoder, "backends": cfg.backends, "ks": [k_label(k) for k in
                                                                            cfg.ks],
                      "seeds_small_k": cfg.seeds, "small_k": SMALL_K,
                      "score_threshold": defaults.score_threshold,
@@ -741,7 +742,10 @@ def build_config(argv: Sequence[str] | None = None) -> BenchConfig:
                    help=f"seeds for k <= {SMALL_K} (default 3; other k use one)")
     p.add_argument("--backends", default="torch",
                    help="semroute encoder backends, the first is the reference "
-                        "(torch, onnx, onnx-int8)")
+                        "(torch, onnx, onnx-int8; native for a native packaged encoder)")
+    p.add_argument("--encoder", default=ENCODER,
+                   help=f"router.encoder for semroute (default {ENCODER}; the peer always "
+                        f"uses {ENCODER})")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: one dataset (hwu64 unless given), k=10, one seed")
     p.add_argument("--no-peer", action="store_true", help="skip semantic-router")
@@ -769,9 +773,9 @@ def build_config(argv: Sequence[str] | None = None) -> BenchConfig:
         names = (names + a.data)[:1]
         a.data = []
     backends = [b.strip() for b in a.backends.split(",") if b.strip()]
-    bad = [b for b in backends if b not in ("torch", "onnx", "onnx-int8")]
+    bad = [b for b in backends if b not in ("torch", "onnx", "onnx-int8", "native")]
     if bad or not backends:
-        p.error(f"unknown backend(s) {bad}: torch, onnx, onnx-int8")
+        p.error(f"unknown backend(s) {bad}: torch, onnx, onnx-int8, native")
     return BenchConfig(
         datasets=[*names, *a.data],
         ks=parse_ks(a.k or ("10" if a.quick else DEFAULT_KS)),
@@ -781,6 +785,7 @@ def build_config(argv: Sequence[str] | None = None) -> BenchConfig:
         targets=[float(t) for t in a.target_misroute.split(",") if t.strip()],
         work=a.work, out=a.out, name=a.name or ("accuracy-quick" if a.quick else "accuracy"),
         data_root=a.data_root, lexical_weight=a.lexical_weight, oos_examples=a.oos_examples,
+        encoder=a.encoder,
         command=shlex.join(["python", "-m", "benchmarks.accuracy", *(argv if argv is not None
                                                                      else sys.argv[1:])]))
 

@@ -82,14 +82,15 @@ def open_store(args: argparse.Namespace, routes: RouteSet | None, *,
 
 
 def store_encoder(args: argparse.Namespace, routes: RouteSet | None) -> Encoder:
-    """The index's encoder when the index exists, else `router.encoder` on torch."""
-    from semroute.encoders import SentenceTransformerEncoder
+    """The index's encoder when the index exists, else `router.encoder` on torch (or on its
+    native engine)."""
+    from semroute.encoders import load_encoder, standalone_backend
     from semroute.index import RouteIndex
 
     if (Path(args.index) / "CURRENT").is_file():
         return RouteIndex.load(args.index).load_encoder()
     name = routes.settings.encoder if routes is not None else "all-MiniLM-L6-v2"
-    return SentenceTransformerEncoder(name)
+    return load_encoder(name, standalone_backend(name))
 
 
 def cmd_import(args: argparse.Namespace) -> int:

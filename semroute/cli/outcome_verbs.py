@@ -75,7 +75,7 @@ def question_groups(form: str, texts: list[str]) -> list[str] | None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from semroute.encoders import SentenceTransformerEncoder
+    from semroute.encoders import load_encoder, standalone_backend
     from semroute.errors import DataError
     from semroute.outcomes.formats import read_outcome_file
     from semroute.quality.cost_quality import evaluate_outcomes
@@ -88,7 +88,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from semroute.config import load_routes
 
         name = load_routes(args.routes).settings.encoder
-    encoder = SentenceTransformerEncoder(name)
+    encoder = load_encoder(name, standalone_backend(name))
     groups = question_groups(table.form, table.texts)
     report = evaluate_outcomes(table, encoder, folds=args.folds, seed=args.seed, groups=groups)
     payload = report.to_dict()

@@ -298,7 +298,7 @@ class RouterSettings(_Strict):
     """Router-wide settings; those that shape the index are recorded in its manifest."""
 
     encoder: str = "all-MiniLM-L6-v2"
-    backend: Literal["torch", "onnx", "onnx-int8"] = "onnx-int8"
+    backend: Literal["torch", "onnx", "onnx-int8", "native"] = "onnx-int8"
     index_type: Literal["auto", "flat", "hnsw"] = "auto"
     top_k: int = Field(default=32, ge=1, le=1000)
     blend_alpha: float = Field(default=0.4, ge=0.0, le=1.0)

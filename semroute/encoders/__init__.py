@@ -1,4 +1,5 @@
-"""Text encoders: the `Encoder` protocol, its torch and ONNX backends, the query cache.
+"""Text encoders: the `Encoder` protocol, its torch, ONNX and native backends, the packaged
+models known by name, the query cache.
 
 The ONNX backend and exporter import onnxruntime/onnx, so they are not imported here."""
 
@@ -15,17 +16,31 @@ from semroute.encoders.base import (
     resolve_model_path,
     weights_files,
 )
+from semroute.encoders.native_e5 import NativeE5Encoder
+from semroute.encoders.packaged import (
+    PACKAGED_MODELS,
+    PackagedModel,
+    check_backend,
+    packaged_model,
+    standalone_backend,
+)
 from semroute.encoders.query_cache import QueryCache
 
 __all__ = [
     "ONNX_BACKENDS",
+    "PACKAGED_MODELS",
     "Encoder",
     "Fingerprint",
+    "NativeE5Encoder",
+    "PackagedModel",
     "QueryCache",
     "SentenceTransformerEncoder",
+    "check_backend",
     "file_sha256",
     "load_encoder",
     "onnx_dir",
+    "packaged_model",
     "resolve_model_path",
+    "standalone_backend",
     "weights_files",
 ]

