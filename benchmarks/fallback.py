@@ -84,7 +84,7 @@ def run_dataset(name: str, split: str, n: int, base_url: str, args: argparse.Nam
 
     ds = load_dataset(name)
     rows = ds.test if split == "test" else ds.valid
-    base = WORK / name
+    base = WORK / (args.name or split) / name  # one folder per run: runs may go in parallel
     routes, index = base / "routes", base / "index"
     write_routes(routes, ds, base_url, args.candidates)
     semroute.build_index(routes, index, show_progress=False)
