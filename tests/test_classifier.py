@@ -135,3 +135,22 @@ def test_index_only_routing_makes_no_model_call(tmp_path: Path, shared_index: Pa
     d = router.route("write a python function to sort a list", use_classifier=False)
     assert d.method == "undecided" and d.route is None
     assert ok.hits == 0
+
+
+def test_examples_shown_are_the_candidates_utterances_nearest_the_query(
+        tmp_path: Path, shared_index: Path, fault_server: MakeFaultServer) -> None:
+    ok = fault_server([200, 200])
+    router = router_with(tmp_path, shared_index, {"provider": "openai", "model": "c",
+                                                  "base_url": ok.openai_base_url})
+    query = "make a REST API endpoint with flask"
+    router.route(query)
+    nearest = ok.bodies[0]["messages"][0]["content"]
+    code_line = next(line for line in nearest.splitlines() if line.startswith("- code:"))
+    assert '"create a REST endpoint in flask"' in code_line  # the 5th utterance, but nearest
+    assert router.classifier is not None
+    router.classifier.nearest = False
+    router.classifier.clear_cache()
+    router.route(query)
+    first = ok.bodies[1]["messages"][0]["content"]
+    assert "create a REST endpoint in flask" not in first  # the file's first three only
+    assert '"write a python function to sort a list"' in first

@@ -37,12 +37,14 @@ class Classifier:
     """Picks a route for undecided queries with a cheap model; caches answers per query."""
 
     def __init__(self, routes: RouteSet, spec: ModelSpec, *, max_candidates: int = 5,
-                 examples: int = 3, max_tokens: int = 24, cache_size: int = 1024) -> None:
+                 examples: int = 3, nearest: bool = True, max_tokens: int = 24,
+                 cache_size: int = 1024) -> None:
         self.routes = routes
         self.spec = spec
         self.provider: Provider[object, object] = make_provider(spec)
         self.max_candidates = max_candidates
         self.examples = examples
+        self.nearest = nearest
         self.max_tokens = max_tokens
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], str] = OrderedDict()
@@ -58,12 +60,19 @@ class Classifier:
         names = [c.route for c in decision.candidates[: self.max_candidates]]
         return names if len(names) >= 2 else self.routes.names[: max(self.max_candidates, 2)]
 
-    def system_prompt(self, names: list[str]) -> str:
+    def examples_for(self, name: str, decision: Decision | None = None) -> list[str]:
+        """A route's examples shown to the model: with `nearest`, its utterances nearest the
+        query first (from the decision's candidates), then the route file's first ones."""
+        near = [n.text for c in (decision.candidates if decision and self.nearest else ())
+                if c.route == name for n in c.neighbours]
+        return list(dict.fromkeys([*near, *self.routes.route(name).utterances]))[: self.examples]
+
+    def system_prompt(self, names: list[str], decision: Decision | None = None) -> str:
+        """The handler list: each candidate's name, description and examples."""
         lines = []
         for name in names:
-            r = self.routes.route(name)
-            examples = "; ".join(f'"{u}"' for u in r.utterances[: self.examples])
-            lines.append(f"- {name}: {r.description} Examples: {examples}")
+            examples = "; ".join(f'"{u}"' for u in self.examples_for(name, decision))
+            lines.append(f"- {name}: {self.routes.route(name).description} Examples: {examples}")
         return SYSTEM.format(handlers="\n".join(lines))
 
     def plan(self, decision: Decision, default_route: str | None,
@@ -83,7 +92,7 @@ class Classifier:
         t0 = time.perf_counter()
         outcome = completed((yield ModelCall(
             self.provider, [{"role": "user", "content": content}],
-            {"system": self.system_prompt(names), "max_tokens": self.max_tokens,
+            {"system": self.system_prompt(names, decision), "max_tokens": self.max_tokens,
              "labels": [*names, NONE_LABEL]})))
         latency = (time.perf_counter() - t0) * 1e3
         if isinstance(outcome, ProviderError):

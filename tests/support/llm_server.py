@@ -125,11 +125,14 @@ def start_llm_server(
     threads: int = 1,
     ready_timeout: float = 60.0,
     extra_args: Sequence[str] = (),
+    model: Path | None = None,
 ) -> LLMServer:
     """Start llama-server on a free loopback port and wait for /health; raises if it fails.
+    `model` replaces the tests' SmolLM2-135M GGUF (benchmarks serve a bigger one).
 
     One thread by default: on a busy 2-core machine `-t 2` measured up to 10x slower calls."""
-    binary, model = ensure_local_llm()
+    binary, tiny = ensure_local_llm()
+    model = model or tiny
     last_tail = ""
     for _ in range(3):  # a port picked free can be taken before the server binds it
         port = free_port()
