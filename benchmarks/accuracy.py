@@ -164,7 +164,7 @@ def plan(ks: Sequence[int | None], seeds: int) -> list[tuple[int | None, int]]:
 
 
 def write_route_set(folder: Path, ds: Dataset, utterances: dict[str, list[str]],
-                    backend: str, lexical_weight: float = 0.0, encoder: str = ENCODER,
+                    backend: str, *, lexical_weight: float = 0.0, encoder: str = ENCODER,
                     oos: Sequence[str] = ()) -> None:
     """Route files (one per intent) and a models.yaml with the default thresholds; with
     `oos`, an out-of-scope example file (`oos.txt`, `router.oos_examples`)."""
@@ -260,8 +260,8 @@ class SemrouteRunner:
         from semroute.quality import evaluate_with, fit_thresholds
 
         ds, cfg = self.ds, self.cfg
-        write_route_set(self.routes_dir, ds, utterances, self.backend, cfg.lexical_weight,
-                        oos, encoder=cfg.encoder)
+        write_route_set(self.routes_dir, ds, utterances, self.backend,
+                        lexical_weight=cfg.lexical_weight, oos=oos, encoder=cfg.encoder)
         t0 = time.perf_counter()
         report = semroute.build_index(self.routes_dir, self.index_dir, threads=cfg.threads,
                                       show_progress=False)

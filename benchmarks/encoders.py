@@ -52,7 +52,7 @@ def measure(encoder: str, backend: str, ds: Any, k: int, n_queries: int, passes:
 
     base = work / f"{encoder}-{backend}"
     routes, index = base / "routes", base / "index"
-    write_route_set(routes, ds, ds.utterances(k, 0), backend, encoder)
+    write_route_set(routes, ds, ds.utterances(k, 0), backend, encoder=encoder)
     t0, c0 = time.perf_counter(), time.process_time()
     semroute.build_index(routes, index, threads=1, show_progress=False)
     build_s, build_cpu = time.perf_counter() - t0, time.process_time() - c0

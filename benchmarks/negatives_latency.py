@@ -37,7 +37,7 @@ def measure(size: int, queries: Sequence[str], backend: str, work: Path) -> dict
     ds = load_dataset("banking77_oos")
     folder = work / "negatives_latency" / backend
     oos = ds.oos_examples(size, 0) if size else []
-    write_route_set(folder / "routes", ds, ds.utterances(10, 0), backend, oos)
+    write_route_set(folder / "routes", ds, ds.utterances(10, 0), backend, oos=oos)
     semroute.build_index(folder / "routes", folder / "index", show_progress=False)
     router = semroute.load_router(folder / "routes", folder / "index", classifier=False)
     router.route_batch(list(queries), use_classifier=False)  # warm: queries encoded once
