@@ -241,3 +241,20 @@ def test_shadow_verdicts_and_feedback_scores_are_evidence_too(tmp_path: Path) ->
     assert sorted(e.values) == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
     assert dict(e.sources) == {"feedback score": 2, "feedback": 1, "shadow": 3}, \
         "q3's score counts once (its record), a tie is as good as the reference"
+
+
+def test_feedback_and_shadow_trace_lines_do_not_hide_the_request_they_name(
+        router: Router, tmp_path: Path) -> None:
+    """A `"kind": "feedback"` or `"shadow"` line carries the request's id but no query: the
+    request's own line still supplies the text."""
+    trace = tmp_path / "trace.jsonl"
+    lines = [{"ts": "2026-11-30T10:00:00.000+00:00", "request_id": "t1", "route": "greet",
+              "method": "classifier", "query": "good afternoon, how have you been"},
+             {"ts": "2026-11-30T10:00:05.000+00:00", "kind": "feedback", "request_id": "t1",
+              "score": 1.0},
+             {"ts": "2026-11-30T10:00:09.000+00:00", "kind": "shadow", "request_id": "t1",
+              "score": 0.5}]
+    trace.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    found = suggest(router, traces=[trace])
+    assert [p.text for p in found.utterances.proposals["greet"]] == [
+        "good afternoon, how have you been"]

@@ -112,14 +112,21 @@ def check(row: LoggedRequest | FeedbackEntry | ShadowVerdict) -> None:
                                 f"{row.request_id!r}: {'; '.join(problems)}")
 
 
-def span(since: float | None, until: float | None, col: str,
-         conds: list[str], params: list[Any]) -> None:
-    if since is not None:
-        conds.append(f"{col} >= ?")
-        params.append(since)
-    if until is not None:
-        conds.append(f"{col} < ?")
-        params.append(until)
+def matching(alias: str, since: float | None = None, until: float | None = None,
+             **equal: Any) -> tuple[str, list[Any]]:
+    """A SQL condition on table alias `alias` (e.g. `r`): each given column equal to its
+    value, and `ts` in [since, until); and its parameters. None means "any"."""
+    conds: list[str] = ["1"]
+    params: list[Any] = []
+    for col, value in equal.items():
+        if value is not None:
+            conds.append(f"{alias}.{col} = ?")
+            params.append(value)
+    for op, bound in ((">=", since), ("<", until)):
+        if bound is not None:
+            conds.append(f"{alias}.ts {op} ?")
+            params.append(bound)
+    return " AND ".join(conds), params
 
 
 def read_request(conn: sqlite3.Connection, request_id: str) -> LoggedRequest | None:
@@ -131,15 +138,9 @@ def read_request(conn: sqlite3.Connection, request_id: str) -> LoggedRequest | N
 def read_requests(conn: sqlite3.Connection, since: float | None, until: float | None,
                   route: str | None, method: str | None,
                   limit: int | None) -> list[LoggedRequest]:
-    conds: list[str] = ["1"]
-    params: list[Any] = []
-    span(since, until, "q.ts", conds, params)
-    for col, value in (("q.route", route), ("q.method", method)):
-        if value is not None:
-            conds.append(f"{col} = ?")
-            params.append(value)
+    cond, params = matching("q", since, until, route=route, method=method)
     sql = (f"SELECT {REQUEST_COLUMNS} FROM requests q LEFT JOIN texts t ON t.id = q.text_id "
-           f"WHERE {' AND '.join(conds)} ORDER BY q.ts, q.rowid"
+           f"WHERE {cond} ORDER BY q.ts, q.rowid"
            + (f" LIMIT {int(limit)}" if limit else ""))
     return [request_from(r) for r in conn.execute(sql, params)]
 
@@ -153,30 +154,20 @@ def request_from(row: tuple[Any, ...]) -> LoggedRequest:
 
 def read_feedback(conn: sqlite3.Connection, request_id: str | None, since: float | None,
                   until: float | None) -> list[FeedbackEntry]:
-    conds: list[str] = ["1"]
-    params: list[Any] = []
-    span(since, until, "ts", conds, params)
-    if request_id is not None:
-        conds.append("request_id = ?")
-        params.append(request_id)
+    cond, params = matching("f", since, until, request_id=request_id)
     return [FeedbackEntry(id=r[0], request_id=r[1], ts=r[2], score=r[3], label=r[4],
                           note=r[5])
-            for r in conn.execute("SELECT id, request_id, ts, score, label, note FROM feedback "
-                                  f"WHERE {' AND '.join(conds)} ORDER BY id", params)]
+            for r in conn.execute("SELECT id, request_id, ts, score, label, note FROM feedback f "
+                                  f"WHERE {cond} ORDER BY id", params)]
 
 
 def read_shadow(conn: sqlite3.Connection, route: str | None, since: float | None,
                 until: float | None) -> list[ShadowVerdict]:
-    conds: list[str] = ["1"]
-    params: list[Any] = []
-    span(since, until, "ts", conds, params)
-    if route is not None:
-        conds.append("route = ?")
-        params.append(route)
+    cond, params = matching("s", since, until, route=route)
     return [ShadowVerdict(id=r[0], request_id=r[1], ts=r[2], route=r[3], model=r[4],
                           reference=r[5], judge=r[6], score=r[7],
                           verdicts=tuple(json.loads(r[8])), cost_usd=r[9], latency_ms=r[10])
             for r in conn.execute(
                 "SELECT id, request_id, ts, route, model, reference, judge, score, verdicts, "
-                f"cost_usd, latency_ms FROM shadow WHERE {' AND '.join(conds)} ORDER BY id",
+                f"cost_usd, latency_ms FROM shadow s WHERE {cond} ORDER BY id",
                 params)]

@@ -24,6 +24,7 @@ from semroute.outcomes.journal import (
     FeedbackEntry,
     LoggedRequest,
     ShadowVerdict,
+    matching,
     read_feedback,
     read_request,
     read_requests,
@@ -68,17 +69,7 @@ def store_path(routes: RouteSet) -> Path:
 def where(route: str | None = None, model: str | None = None, source: str | None = None,
           since: float | None = None, dataset: str | None = None) -> tuple[str, list[Any]]:
     """A SQL condition on `records r` for the optional filters, and its parameters."""
-    conds: list[str] = ["1"]
-    params: list[Any] = []
-    for col, value in (("route", route), ("model", model), ("source", source),
-                       ("dataset", dataset)):
-        if value is not None:
-            conds.append(f"r.{col} = ?")
-            params.append(value)
-    if since is not None:
-        conds.append("r.ts >= ?")
-        params.append(since)
-    return " AND ".join(conds), params
+    return matching("r", since, route=route, model=model, source=source, dataset=dataset)
 
 
 class OutcomeStore:

@@ -11,9 +11,11 @@ message `{"role": "tool", "tool_call_id": ..., "content": ..., "is_error": bool}
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
 
 EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 ChoiceMode = Literal["auto", "none", "required", "tool"]
@@ -67,11 +69,16 @@ class ToolCallDelta:
 def as_tools(value: Sequence[Any] | None, where: str = "tools") -> tuple[Tool, ...]:
     """Tools from `Tool`s or dicts in OpenAI's form (`{"type": "function", "function":
     {...}}`), Anthropic's (`{"name", "description", "input_schema"}`) or flat (`parameters`)."""
+    return _each(value, where, "tools", _tool)
+
+
+def _each(value: Any, where: str, what: str, one: Callable[[Any, str], T]) -> tuple[T, ...]:
+    """`one` over a list from the wire (None: empty), each item named by its index."""
     if value is None:
         return ()
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
-        raise ValueError(f"{where}: must be a list of tools")
-    return tuple(_tool(t, f"{where}[{i}]") for i, t in enumerate(value))
+        raise ValueError(f"{where}: must be a list of {what}")
+    return tuple(one(item, f"{where}[{i}]") for i, item in enumerate(value))
 
 
 def _tool(t: Any, where: str) -> Tool:
@@ -130,11 +137,7 @@ def as_tool_choice(value: Any, parallel: bool | None = None,
 def as_tool_calls(value: Any, where: str) -> tuple[ToolCall, ...]:
     """ToolCalls from `ToolCall`s, OpenAI dicts (`{"id", "type": "function", "function":
     {"name", "arguments"}}`) or Anthropic `tool_use` blocks (`{"id", "name", "input"}`)."""
-    if value is None:
-        return ()
-    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
-        raise ValueError(f"{where}: must be a list of tool calls")
-    return tuple(_call(c, f"{where}[{i}]") for i, c in enumerate(value))
+    return _each(value, where, "tool calls", _call)
 
 
 def _call(c: Any, where: str) -> ToolCall:

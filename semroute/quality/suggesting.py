@@ -27,6 +27,7 @@ import numpy as np
 
 from semroute.config import normalise_text, utterance_key
 from semroute.errors import DataError
+from semroute.quality.monitor_sources import parse_time as parse_moment
 from semroute.quality.pii import personal_data
 
 if TYPE_CHECKING:
@@ -102,21 +103,9 @@ class UtteranceSuggestions:
 
 
 def parse_time(value: str | float | None) -> float | None:
-    """`--since`: epoch seconds, an ISO 8601 time, or an age like `7d`, `12h`, `30m`."""
-    if value is None or isinstance(value, int | float):
-        return None if value is None else float(value)
-    v = value.strip()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    try:
-        if v[-1:] in units and v[:-1].replace(".", "", 1).isdigit():
-            return datetime.now().timestamp() - float(v[:-1]) * units[v[-1]]
-        if v.replace(".", "", 1).isdigit():
-            return float(v)
-        return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        pass
-    raise DataError(f"--since {value!r}: give epoch seconds, an ISO 8601 time "
-                    f"(2026-01-31T12:00) or an age (7d, 12h, 30m)")
+    """`--since`: epoch seconds, an ISO 8601 time (UTC unless it says otherwise), or an age
+    like `7d`, `12h`, `30m`, read as `semroute monitor` reads it; None: no bound."""
+    return None if value is None else parse_moment(value)
 
 
 def read_traces(paths: Iterable[str | Path], since: float | None
@@ -135,7 +124,8 @@ def read_traces(paths: Iterable[str | Path], since: float | None
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{p}:{line_no}: not a JSON trace record ({exc.msg})") from None
-            if not isinstance(rec, dict) or not rec.get("request_id"):
+            if not isinstance(rec, dict) or not rec.get("request_id") \
+                    or rec.get("kind", "request") != "request":  # feedback, shadow lines
                 continue
             ts = rec.get("ts")
             try:
