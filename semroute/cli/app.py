@@ -198,6 +198,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     register_monitor(sub)
     register_suggest(sub)
+    from semroute.cli.augment_verbs import register as register_augment
+
+    register_augment(sub)
 
     from semroute.cli.serve_verbs import register as register_serve
 

@@ -206,8 +206,11 @@ def farthest_first(existing: NDArray[np.float32], cands: NDArray[np.float32], k:
 
 def suggest_utterances(router: Router, candidates: Sequence[Candidate], *, per_route: int = 5,
                        dup_sim: float = DUP_SIM, conflict_sim: float = CONFLICT_SIM,
-                       conflict_gap: float = CONFLICT_GAP) -> UtteranceSuggestions:
-    """Choose new utterances from labelled candidates (see the module doc for the steps)."""
+                       conflict_gap: float = CONFLICT_GAP,
+                       keep_routed_right: bool = False) -> UtteranceSuggestions:
+    """Choose new utterances from labelled candidates (see the module doc for the steps);
+    `keep_routed_right` keeps those the index already routes right (paraphrases that widen a
+    thin route, `semroute augment`)."""
     out = UtteranceSuggestions(candidates=len(candidates))
     owner = {utterance_key(u): r.name for r in router.routes.routes for u in r.utterances}
     seen: dict[str, str] = {}
@@ -233,7 +236,7 @@ def suggest_utterances(router: Router, candidates: Sequence[Candidate], *, per_r
     names = idx.route_names
     by_route: dict[str, list[tuple[Candidate, str, int]]] = {}
     for n, (c, d) in enumerate(zip(keep, decisions, strict=True)):
-        if d.method == "index" and d.route == c.route:
+        if d.method == "index" and d.route == c.route and not keep_routed_right:
             out.dropped["routed_right"] += 1
             continue
         own = other = -1.0
