@@ -102,6 +102,7 @@ def test_cli_fit_takes_an_out_of_scope_recall_goal(
     assert "oos recall 100.0%" in out and "wrote" in out
     cal = load_calibration(tmp_path / "index")
     assert cal is not None and cal.per_route == {}
+    assert cal.data.endswith("valid.csv (fitted for out-of-scope recall ≥ 100%)")
     assert main([*args, "--oos-recall", "1.5", "--dry-run"]) != 0
     assert "--oos-recall must be in (0, 1], got 1.5" in capsys.readouterr().err
     assert main([*args, "--oos-recall", "0.9", "--oos-share", "0.2"]) != 0

@@ -271,6 +271,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     print("\n".join(f"  {line}" for line in _fit_lines(fit)))
     if not args.dry_run:
         data = str(args.data) + (f" (reweighted to oos share {share:.4g})" if live_share else "")
+        if args.oos_recall is not None:
+            data += f" (fitted for out-of-scope recall ≥ {args.oos_recall:.0%})"
         cal = to_calibration(fit, build_id=router.index.manifest.build_id, data=data)
         print(f"wrote {save_calibration(args.index, cal)}")
     if test is not None:
