@@ -99,6 +99,7 @@ class BenchConfig:
     command: str = ""
     lexical_weight: float = 0.0
     oos_examples: int = 0  # > 0: also run `semroute+oos` with this many train oos rows
+    oos_recalls: list[float] = field(default_factory=list)  # `fit_oos_recall` goals
 
 
 @dataclass
@@ -124,10 +125,18 @@ def fit_system(target: float) -> str:
     return f"semroute+fit@{100 * target:g}%"
 
 
+def recall_system(goal: float) -> str:
+    """The table's name for semroute fitted for an OOS recall goal: `semroute+recall@90%`."""
+    return f"semroute+recall@{100 * goal:g}%"
+
+
 def system_order(system: str) -> tuple[int, str]:
     """semroute, its fits by target, then the peer without and with fit."""
     if system.startswith("semroute+fit@"):
         return 1, f"{float(system.split('@')[1].rstrip('%')):08.3f}"
+    if "+recall@" in system:  # after the misroute fits of the same system
+        return 1, f"{'oosr' if system.startswith(OOS_SYSTEM) else 'e'}" \
+            f"{float(system.split('@')[1].rstrip('%')):08.3f}"
     if system.startswith(OOS_SYSTEM):  # after semroute's fits, before the peer
         fit = system.split("@")[1].rstrip("%") if "@" in system else "-1"
         return 1, f"oos{float(fit):08.3f}"
@@ -257,7 +266,7 @@ class SemrouteRunner:
         """Index-only and fitted runs; also returns the test top-1 routes (for agreement).
         With `oos` (out-of-scope examples), the rows are named `system` and its fits."""
         import semroute
-        from semroute.quality import evaluate_with, fit_thresholds
+        from semroute.quality import evaluate_with, fit_oos_recall, fit_thresholds
 
         ds, cfg = self.ds, self.cfg
         write_route_set(self.routes_dir, ds, utterances, self.backend,
@@ -297,6 +306,21 @@ class SemrouteRunner:
                     "target_misroute": fit.target, "valid_rows": fit.rows})))
             fitted_msgs.append(f"{name} {fmt(runs[-1].metrics['in_scope_accuracy'])}"
                                + ("" if fit.feasible else " (infeasible)"))
+        for goal in cfg.oos_recalls if ds.has_oos else ():
+            t4 = time.perf_counter()
+            fit = fit_oos_recall(valid, ds.valid, oos_recall=goal)
+            fitted = evaluate_with(test, ds.test, fit.thresholds(), ds.routes)
+            name = system + recall_system(goal).removeprefix("semroute")
+            runs.append(Run(
+                ds.name, k, seed, name, self.backend, summarise(fitted, tops, ds),
+                dict(common, fit_s=round(time.perf_counter() - t4, 3), fit={
+                    "message": fit.message, "score_threshold": fit.score_threshold,
+                    "margin_threshold": fit.margin_threshold, "oos_recall_goal": goal,
+                    "valid_coverage": fit.coverage, "valid_index_misroute": fit.misroute,
+                    "valid_rows": fit.rows})))
+            m = runs[-1].metrics
+            fitted_msgs.append(f"{name} {fmt(m['in_scope_accuracy'])} at OOS "
+                               f"{fmt(m['oos_recall'])}")
         self.log(f"  {ds.name} {self.backend} {system} k={k_label(k)} seed={seed}: "
                  f"{report.n_vectors} utterances ({report.embedded} embedded), build "
                  f"{t1 - t0:.1f}s, load {t2 - t1:.1f}s, route {len(test) + len(valid)} "
@@ -631,7 +655,8 @@ def meta(cfg: BenchConfig, wall_s: float,
                      "seeds_small_k": cfg.seeds, "small_k": SMALL_K,
                      "score_threshold": defaults.score_threshold,
                      "margin_threshold": defaults.margin_threshold, "top_k": defaults.top_k,
-                     "target_misroute": cfg.targets, "threads": cfg.threads,
+                     "target_misroute": cfg.targets, "oos_recall_goals": cfg.oos_recalls,
+                     "threads": cfg.threads,
                      "peer": cfg.peer},
     }
 
@@ -656,6 +681,10 @@ How to read it
   ≥ 30 validation rows, applied to the same test decisions through the router's own rule
   (`fit.evaluate_with`). Its in-scope accuracy is what the index decides alone; the rest
   would go to the classifier.
+  **+recall@R** (datasets with oos rows): `semroute.quality.fit_oos_recall` on the
+  validation split: router-wide score and margin thresholds keeping at least R of its oos
+  rows undecided, with the most in-scope rows routed right (no per-route thresholds).
+  **semroute+oos**: the same route set plus an out-of-scope example file (`--oos-examples`).
 - **semantic-router** (the peer, `IndexedRouter` + `LocalIndex`, its defaults: top_k 5, mean
   of the hits per route) with the same utterances and the same all-MiniLM-L6-v2 weights
   (its `LocalEncoder`), run out of process by `benchmarks/peers/run_peer.py`. Without `fit()`
@@ -763,6 +792,9 @@ def build_config(argv: Sequence[str] | None = None) -> BenchConfig:
     p.add_argument("--oos-examples", type=int, default=0, metavar="N",
                    help="also run semroute+oos: the same route set with N of the train rows "
                         "labelled oos as its out-of-scope examples (datasets that have them)")
+    p.add_argument("--oos-recall", default="", metavar="R[,R...]",
+                   help="also fit for these validation OOS recall goals "
+                        "(semroute.quality.fit_oos_recall; datasets with oos rows)")
     p.add_argument("--name", default=None,
                    help="output file stem (default accuracy; accuracy-quick with --quick)")
     a = p.parse_args(argv)
@@ -785,7 +817,7 @@ def build_config(argv: Sequence[str] | None = None) -> BenchConfig:
         targets=[float(t) for t in a.target_misroute.split(",") if t.strip()],
         work=a.work, out=a.out, name=a.name or ("accuracy-quick" if a.quick else "accuracy"),
         data_root=a.data_root, lexical_weight=a.lexical_weight, oos_examples=a.oos_examples,
-        encoder=a.encoder,
+        encoder=a.encoder, oos_recalls=[float(r) for r in a.oos_recall.split(",") if r.strip()],
         command=shlex.join(["python", "-m", "benchmarks.accuracy", *(argv if argv is not None
                                                                      else sys.argv[1:])]))
 

@@ -109,12 +109,17 @@ def test_oos_examples_add_semroute_oos_rows(tmp_path: Path) -> None:
     assert load_dataset(str(data)).train_oos == OOS[:4]
     cfg = build_config(["--data", str(data), "--k", "5", "--seeds", "1", "--no-peer",
                         "--backends", "onnx-int8", "--oos-examples", "3",
-                        "--target-misroute", "0.1", "--work", str(tmp_path / "work"),
-                        "--out", str(tmp_path / "out")])
+                        "--target-misroute", "0.1", "--oos-recall", "1.0",
+                        "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")])
     res = run_benchmark(cfg, log=lambda _msg: None)
     systems = {r["system"]: r for r in res["runs"]}
-    assert set(systems) == {"semroute", "semroute+fit@10%", "semroute+oos",
-                            "semroute+oos+fit@10%"}
+    assert set(systems) == {"semroute", "semroute+fit@10%", "semroute+recall@100%",
+                            "semroute+oos", "semroute+oos+fit@10%", "semroute+oos+recall@100%"}
+    recall = systems["semroute+oos+recall@100%"]["info"]["fit"]
+    assert recall["oos_recall_goal"] == 1.0 and "OOS recall 100.0%" in recall["message"]
+    md = (tmp_path / "out" / "accuracy.md").read_text()
+    assert md.index("| semroute+fit@10% |") < md.index("| semroute+recall@100% |") \
+        < md.index("| semroute+oos |") < md.index("| semroute+oos+recall@100% |")
     assert systems["semroute+oos"]["info"]["oos_examples"] == 3
     assert systems["semroute"]["info"]["oos_examples"] == 0
     routes = tmp_path / "work" / "tinyoos" / "onnx-int8" / "routes"

@@ -51,6 +51,7 @@ from semroute.quality.monitor_report import (
     write_monitor,
 )
 from semroute.quality.pii import personal_data
+from semroute.quality.recall_fit import fit_oos_recall
 from semroute.quality.route_patch import RouteEdit, RoutePatch, apply_patch, make_patch
 from semroute.quality.suggesting import UtteranceSuggestions
 from semroute.quality.suggestions import Suggestions, suggest
@@ -80,6 +81,7 @@ __all__ = [
     "evaluate",
     "evaluate_conversations",
     "evaluate_with",
+    "fit_oos_recall",
     "fit_thresholds",
     "gold_label",
     "index_route",
