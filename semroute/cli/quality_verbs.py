@@ -62,6 +62,10 @@ def register(sub: Any) -> None:
                         "count n (weight n/(n+K)); 0 = off (default)")
     p.add_argument("--min-coverage", type=float, default=0.0, metavar="SHARE",
                    help="refuse when the index would decide less than this share")
+    p.add_argument("--cross-fit", type=int, default=0, metavar="K",
+                   help="fit at the internal target whose K-fold held-out misroute meets "
+                        "--target-misroute (corrects the optimism of fitting and scoring on "
+                        "the same rows; K >= 2, e.g. 5; 0 = off, default); with --data only")
     share = p.add_mutually_exclusive_group()
     share.add_argument("--oos-share", type=float, default=None, metavar="SHARE",
                        help="expected out-of-scope share of live traffic (0 <= SHARE < 1): "
@@ -221,6 +225,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
     live_share = args.oos_share is not None or args.oos_share_from is not None
     if args.oos_share is not None and not 0.0 <= args.oos_share < 1.0:
         raise SemrouteError(f"--oos-share must be in [0, 1), got {args.oos_share}")
+    if args.cross_fit and args.cross_fit < 2:
+        raise SemrouteError(f"--cross-fit needs at least 2 folds (e.g. 5), or 0 for off; got "
+                            f"{args.cross_fit}")
+    if args.cross_fit and args.outcomes:
+        raise SemrouteError("--cross-fit works on a labelled --data file, not on --outcomes")
     if args.outcomes and live_share:
         raise SemrouteError("--oos-share/--oos-share-from reweight a labelled --data file; "
                             "--outcomes already weights rows to the live traffic: use one")
@@ -241,10 +250,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
         from semroute.cli.live_share_verbs import live_share_weights
 
         weights, share_note, share = live_share_weights(args, decisions, valid, router.routes.names)
-    fit = fit_thresholds(decisions, valid, target_misroute=args.target_misroute,
-                         min_route_rows=args.min_route_rows, fixed=fixed,
-                         min_coverage=args.min_coverage, weights=weights,
-                         shrink=args.shrink)
+    options: dict[str, Any] = {"min_route_rows": args.min_route_rows, "fixed": fixed,
+                               "shrink": args.shrink}
+    if args.cross_fit:
+        from semroute.quality import fit_cross_fitted
+
+        fit, _ = fit_cross_fitted(decisions, valid, target_misroute=args.target_misroute,
+                                  folds=args.cross_fit, weights=weights,
+                                  min_coverage=args.min_coverage, **options)
+    else:
+        fit = fit_thresholds(decisions, valid, target_misroute=args.target_misroute,
+                             min_coverage=args.min_coverage, weights=weights, **options)
     if not fit.feasible:
         raise InfeasibleTargetError(fit.message)
     print(f"fitted on {args.data} ({fit.rows} rows), index {args.index} "
