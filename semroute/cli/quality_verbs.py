@@ -65,7 +65,9 @@ def register(sub: Any) -> None:
     p.add_argument("--cross-fit", type=int, default=0, metavar="K",
                    help="fit at the internal target whose K-fold held-out misroute meets "
                         "--target-misroute (corrects the optimism of fitting and scoring on "
-                        "the same rows; K >= 2, e.g. 5; 0 = off, default); with --data only")
+                        "the same rows; K >= 2, e.g. 5; 0 = off, default); a target no "
+                        "internal target meets on held-out rows is kept and the expected "
+                        "held-out rate printed; with --data only")
     share = p.add_mutually_exclusive_group()
     share.add_argument("--oos-share", type=float, default=None, metavar="SHARE",
                        help="expected out-of-scope share of live traffic (0 <= SHARE < 1): "
