@@ -1,6 +1,7 @@
 """`semroute fit` when live traffic has another out-of-scope share than validation: the
 index misroute rate on test at several live shares, for thresholds fitted without and with
-`--oos-share` reweighting (told the live share), 10 utterances per route.
+`--oos-share` reweighting (told the live share), and told the share with `--cross-fit 5`
+(`--folds 0` skips that column), 10 utterances per route.
 
     python -m benchmarks.fit_shift                    # the four sets, target 3% and 10%
     python -m benchmarks.fit_shift --sets banking77_oos --targets 0.03
