@@ -144,4 +144,6 @@ def fit_cross_fitted(decisions: Sequence[Decision], data: Sequence[LabelledQuery
                          min_coverage=min_coverage, **fit_kwargs)
     fit.target = target_misroute
     fit.notes.insert(0, cf.describe())
+    if not fit.feasible:
+        fit.message += f" ({cf.describe()})"  # the refused rate is the internal target
     return fit, cf
