@@ -1,6 +1,7 @@
 """`semroute fit` when live traffic has another out-of-scope share than validation: the
 index misroute rate on test at several live shares, for thresholds fitted without and with
-`--oos-share` reweighting (told the live share), 10 utterances per route.
+`--oos-share` reweighting (told the live share), and told the share with `--cross-fit 5`
+(`--folds 0` skips that column), 10 utterances per route.
 
     python -m benchmarks.fit_shift                    # the four sets, target 3% and 10%
     python -m benchmarks.fit_shift --sets banking77_oos --targets 0.03
@@ -64,9 +65,14 @@ def train_oos(name: str) -> list[LabelledQuery]:
 
 def run_set(name: str, other_name: str | None, targets: list[float], backend: str,
             k: int, say: Any, with_train_oos: bool = False,
-            min_route_rows: int = 30) -> list[dict[str, Any]]:
+            min_route_rows: int = 30, folds: int = 5) -> list[dict[str, Any]]:
     import semroute
-    from semroute.quality import fit_thresholds, misroute_at_share, oos_share_weights
+    from semroute.quality import (
+        fit_cross_fitted,
+        fit_thresholds,
+        misroute_at_share,
+        oos_share_weights,
+    )
 
     ds = load_dataset(name, DATA_ROOT)
     other = load_dataset(other_name, DATA_ROOT) if other_name else None
@@ -91,14 +97,26 @@ def run_set(name: str, other_name: str | None, targets: list[float], backend: st
         plain = fit_thresholds(vd, valid, target_misroute=target, min_route_rows=min_route_rows)
         for share in SHARES:
             t1 = time.perf_counter()
+            weights = oos_share_weights(valid, names, share)
             fit = fit_thresholds(vd, valid, target_misroute=target, min_route_rows=min_route_rows,
-                                 weights=oos_share_weights(valid, names, share))
+                                 weights=weights)
             fit_s = time.perf_counter() - t1
+            fits = [("plain", plain), ("reweighted", fit)]
+            cf_s = None
+            if folds:
+                t1 = time.perf_counter()
+                crossed, cf = fit_cross_fitted(vd, valid, target_misroute=target, folds=folds,
+                                               weights=weights, min_route_rows=min_route_rows)
+                cf_s = round(time.perf_counter() - t1, 3)
+                fits.append(("crossfit", crossed))
             row = {"set": name + (f" + {other_name} as oos" if other_name else "")
                    + (" (+ train oos rows)" if with_train_oos else ""),
                    "target": target, "share": share, "valid_oos_share": valid_share,
-                   "test_oos_share": test_share, "fit_s": round(fit_s, 3)}
-            for tag, f in (("plain", plain), ("reweighted", fit)):
+                   "test_oos_share": test_share, "fit_s": round(fit_s, 3), "crossfit_s": cf_s}
+            if folds:
+                row["crossfit_internal"] = cf.internal
+                row["crossfit_expected"] = cf.expected
+            for tag, f in fits:
                 th = f.thresholds()
                 row[f"{tag}_misroute"] = misroute_at_share(td, test, th, names, share)
                 inscope = [(d, q) for d, q in zip(td, test, strict=True) if q.label in names]
@@ -110,7 +128,8 @@ def run_set(name: str, other_name: str | None, targets: list[float], backend: st
                 row[f"{tag}_feasible"] = f.feasible
             rows.append(row)
             say(f"  target {target:.0%} share {share:.0%}: misroute plain "
-                f"{pct(row['plain_misroute'])}, reweighted {pct(row['reweighted_misroute'])}")
+                f"{pct(row['plain_misroute'])}, reweighted {pct(row['reweighted_misroute'])}, "
+                f"cross-fitted {pct(row.get('crossfit_misroute'))}")
     return rows
 
 
@@ -130,22 +149,40 @@ def render(results: dict[str, Any]) -> str:
              f"only)", "",
              "Index misroute rate (wrong / decided, %) on test with its `oos` rows reweighted to "
              "the live share; *plain*: `fit` on validation as it is; *told*: `fit --oos-share "
-             "<live share>`. In-scope accuracy and OOS recall are unweighted test figures of "
-             "the same thresholds. |Δ| is |told − target| in points.", "",
+             "<live share>`; *told+cf*: `fit --oos-share <live share> --cross-fit "
+             f"{m.get('folds', 5)}`, whose *cf estimate* is the cross-fitted held-out misroute "
+             "on validation (what `fit` expects; test − estimate is the validation→test shift "
+             "that no fit on validation can see). In-scope accuracy and OOS recall are "
+             "unweighted test figures of the same thresholds. |Δ| is |misroute − target| in "
+             "points.", "",
              "| set | valid oos | target | live share | misroute plain | misroute told | "
-             "\\|Δ\\| told | in-scope acc plain | in-scope acc told | OOS recall told |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "\\|Δ\\| told | misroute told+cf | \\|Δ\\| told+cf | cf estimate | "
+             "in-scope acc told | in-scope acc told+cf | OOS recall told | OOS recall told+cf |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
-        told = r["reweighted_misroute"]
-        delta = "—" if told is None else f"{100 * abs(told - r['target']):.1f}"
+        told, cf = r["reweighted_misroute"], r.get("crossfit_misroute")
         lines.append(f"| {r['set']} | {pct(r['valid_oos_share'])} | {pct(r['target'])} | "
-                     f"{pct(r['share'])} | {pct(r['plain_misroute'])} | {pct(told)} | {delta} | "
-                     f"{pct(r['plain_in_scope_acc'])} | {pct(r['reweighted_in_scope_acc'])} | "
-                     f"{pct(r['reweighted_oos_recall'])} |")
-    worst = max((abs(r["reweighted_misroute"] - r["target"]) for r in results["rows"]
-                 if r["reweighted_misroute"] is not None), default=None)
-    lines += ["", f"Largest |told − target|: {pct(worst)} points."]
+                     f"{pct(r['share'])} | {pct(r['plain_misroute'])} | {pct(told)} | "
+                     f"{gap(told, r['target'])} | {pct(cf)} | {gap(cf, r['target'])} | "
+                     f"{pct(r.get('crossfit_expected'))} | {pct(r['reweighted_in_scope_acc'])} | "
+                     f"{pct(r.get('crossfit_in_scope_acc'))} | "
+                     f"{pct(r['reweighted_oos_recall'])} | {pct(r.get('crossfit_oos_recall'))} |")
+    lines += ["", "Largest |misroute − target| per set (points):", "",
+              "| set | told | told+cf |", "|---|---|---|"]
+    for name in dict.fromkeys(r["set"] for r in results["rows"]):
+        rows = [r for r in results["rows"] if r["set"] == name]
+        lines.append(f"| {name} | {pct(worst(rows, 'reweighted_misroute'))} | "
+                     f"{pct(worst(rows, 'crossfit_misroute'))} |")
     return "\n".join(lines) + "\n"
+
+
+def gap(v: float | None, target: float) -> str:
+    return "—" if v is None else f"{100 * abs(v - target):.1f}"
+
+
+def worst(rows: list[dict[str, Any]], key: str) -> float | None:
+    return max((abs(r[key] - r["target"]) for r in rows if r.get(key) is not None),
+               default=None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="fit_shift")
     p.add_argument("--min-route-rows", type=int, default=30,
                    help="fit's --min-route-rows (0: router-wide thresholds only)")
+    p.add_argument("--folds", type=int, default=5,
+                   help="fit's --cross-fit folds for the told+cf column (0: skip it)")
     p.add_argument("--train-oos", action="store_true",
                    help="add the train rows labelled oos to the validation rows")
     a = p.parse_args(argv)
@@ -169,13 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for name in a.sets.split(","):
         rows += run_set(name, SETS.get(name), [float(t) for t in a.targets.split(",")],
-                        a.backend, a.k, say, a.train_oos, a.min_route_rows)
+                        a.backend, a.k, say, a.train_oos, a.min_route_rows, a.folds)
     results = {"meta": {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                         "command": shlex.join(["python", "-m", "benchmarks.fit_shift",
                                                *(argv if argv is not None else sys.argv[1:])]),
                         "machine": machine(), "backend": a.backend, "k": a.k,
                         "wall_s": time.perf_counter() - started,
-                        "min_route_rows": a.min_route_rows},
+                        "min_route_rows": a.min_route_rows, "folds": a.folds},
                "rows": rows}
     text = render(results)
     print(text)

@@ -66,6 +66,12 @@ def register(sub: Any) -> None:
                         "count n (weight n/(n+K)); 0 = off (default)")
     p.add_argument("--min-coverage", type=float, default=0.0, metavar="SHARE",
                    help="refuse when the index would decide less than this share")
+    p.add_argument("--cross-fit", type=int, default=0, metavar="K",
+                   help="fit at the internal target whose K-fold held-out misroute meets "
+                        "--target-misroute (corrects the optimism of fitting and scoring on "
+                        "the same rows; K >= 2, e.g. 5; 0 = off, default); a target no "
+                        "internal target meets on held-out rows is kept and the expected "
+                        "held-out rate printed; with --data only")
     share = p.add_mutually_exclusive_group()
     share.add_argument("--oos-share", type=float, default=None, metavar="SHARE",
                        help="expected out-of-scope share of live traffic (0 <= SHARE < 1): "
@@ -225,12 +231,19 @@ def cmd_fit(args: argparse.Namespace) -> int:
     live_share = args.oos_share is not None or args.oos_share_from is not None
     if args.oos_share is not None and not 0.0 <= args.oos_share < 1.0:
         raise SemrouteError(f"--oos-share must be in [0, 1), got {args.oos_share}")
+    if args.cross_fit and args.cross_fit < 2:
+        raise SemrouteError(f"--cross-fit needs at least 2 folds (e.g. 5), or 0 for off; got "
+                            f"{args.cross_fit}")
+    if args.cross_fit and args.outcomes:
+        raise SemrouteError("--cross-fit works on a labelled --data file, not on --outcomes")
     if args.outcomes and live_share:
         raise SemrouteError("--oos-share/--oos-share-from reweight a labelled --data file; "
                             "--outcomes already weights rows to the live traffic: use one")
-    if args.oos_recall is not None and (args.outcomes or live_share or args.shrink):
+    if args.oos_recall is not None and (args.outcomes or live_share or args.shrink
+                                        or args.cross_fit):
         raise SemrouteError("--oos-recall fits router-wide thresholds on a labelled --data "
-                            "file: drop --outcomes, --oos-share(-from) and --shrink")
+                            "file: drop --outcomes, --oos-share(-from), --shrink and "
+                            "--cross-fit")
     if args.outcomes:
         from semroute.cli.adaptive_verbs import cmd_fit_outcomes
 
@@ -248,17 +261,23 @@ def cmd_fit(args: argparse.Namespace) -> int:
         from semroute.cli.live_share_verbs import live_share_weights
 
         weights, share_note, share = live_share_weights(args, decisions, valid, router.routes.names)
+    options: dict[str, Any] = {"min_route_rows": args.min_route_rows, "fixed": fixed,
+                               "shrink": args.shrink}
     if args.oos_recall is not None:
         from semroute.quality import fit_oos_recall
 
         if not 0.0 < args.oos_recall <= 1.0:
             raise SemrouteError(f"--oos-recall must be in (0, 1], got {args.oos_recall}")
         fit = fit_oos_recall(decisions, valid, oos_recall=args.oos_recall, fixed=fixed)
+    elif args.cross_fit:
+        from semroute.quality import fit_cross_fitted
+
+        fit, _ = fit_cross_fitted(decisions, valid, target_misroute=args.target_misroute,
+                                  folds=args.cross_fit, weights=weights,
+                                  min_coverage=args.min_coverage, **options)
     else:
         fit = fit_thresholds(decisions, valid, target_misroute=args.target_misroute,
-                             min_route_rows=args.min_route_rows, fixed=fixed,
-                             min_coverage=args.min_coverage, weights=weights,
-                             shrink=args.shrink)
+                             min_coverage=args.min_coverage, weights=weights, **options)
     if not fit.feasible:
         raise InfeasibleTargetError(fit.message)
     print(f"fitted on {args.data} ({fit.rows} rows), index {args.index} "

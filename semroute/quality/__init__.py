@@ -11,6 +11,7 @@ from semroute.quality.conversations import (
     evaluate_conversations,
     load_conversations,
 )
+from semroute.quality.crossfit import CrossFit, cross_fit_target, fit_cross_fitted
 from semroute.quality.evaluation import (
     OOS,
     EvalResult,
@@ -61,6 +62,7 @@ __all__ = [
     "OOS",
     "Conversation",
     "ConversationEval",
+    "CrossFit",
     "EvalResult",
     "FitResult",
     "LabelledQuery",
@@ -77,10 +79,12 @@ __all__ = [
     "UtteranceSuggestions",
     "apply_patch",
     "build_report",
+    "cross_fit_target",
     "estimate_oos_share",
     "evaluate",
     "evaluate_conversations",
     "evaluate_with",
+    "fit_cross_fitted",
     "fit_oos_recall",
     "fit_thresholds",
     "gold_label",
