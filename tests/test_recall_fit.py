@@ -100,10 +100,15 @@ def test_cli_fit_takes_an_out_of_scope_recall_goal(
     out = capsys.readouterr().out
     assert "note: fitted for out-of-scope recall ≥ 100% (validation: 100.0%)" in out
     assert "oos recall 100.0%" in out and "wrote" in out
+    assert "no misroute target: fitted for out-of-scope recall ≥ 100%" in out
     cal = load_calibration(tmp_path / "index")
     assert cal is not None and cal.per_route == {}
     assert cal.data.endswith("valid.csv (fitted for out-of-scope recall ≥ 100%)")
     assert main([*args, "--oos-recall", "1.5", "--dry-run"]) != 0
     assert "--oos-recall must be in (0, 1], got 1.5" in capsys.readouterr().err
     assert main([*args, "--oos-recall", "0.9", "--oos-share", "0.2"]) != 0
-    assert "drop --outcomes, --oos-share(-from) and --shrink" in capsys.readouterr().err
+    assert "drop --outcomes, --oos-share(-from), --shrink and --cross-fit" in \
+        capsys.readouterr().err
+    assert main([*args, "--oos-recall", "0.9", "--cross-fit", "5"]) != 0
+    assert "drop --outcomes, --oos-share(-from), --shrink and --cross-fit" in \
+        capsys.readouterr().err

@@ -194,7 +194,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- fit
 
 
-def _fit_lines(fit: Any) -> list[str]:
+def _fit_lines(fit: Any, oos_recall: float | None = None) -> list[str]:
     per = ", ".join(f"{k}={v:.3f}" for k, v in sorted(fit.per_route.items())) or "none"
     upper = fit.misroute_upper95
     return [
@@ -203,8 +203,10 @@ def _fit_lines(fit: Any) -> list[str]:
         f"per-route         {per}",
         f"expected coverage {fit.coverage:.1%} decided by the index "
         f"({1 - fit.coverage:.1%} to the classifier / fallback)",
-        f"expected misroute {fit.misroute or 0:.2%} on the index path (target "
-        f"{fit.target:.1%}; 95% upper bound {upper or 0:.1%})",
+        f"expected misroute {fit.misroute or 0:.2%} on the index path ("
+        + (f"no misroute target: fitted for out-of-scope recall ≥ {oos_recall:.0%}"
+           if oos_recall is not None else f"target {fit.target:.1%}")
+        + f"; 95% upper bound {upper or 0:.1%})",
         *([f"at the live share {fit.weighted_misroute or 0:.2%} misroute, "
            f"{fit.weighted[0] / (fit.weighted[2] or 1):.1%} decided"] if fit.weighted else []),
         *(f"note: {n}" for n in fit.notes),
@@ -287,7 +289,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     unknown = sorted({q.label for q in valid} - {*router.routes.names, OOS})
     if unknown:
         print(f"  note: labels that are not routes, scored as oos: {', '.join(unknown[:10])}")
-    print("\n".join(f"  {line}" for line in _fit_lines(fit)))
+    print("\n".join(f"  {line}" for line in _fit_lines(fit, args.oos_recall)))
     if not args.dry_run:
         data = str(args.data) + (f" (reweighted to oos share {share:.4g})" if live_share else "")
         if args.oos_recall is not None:
