@@ -125,8 +125,9 @@ class LiveRouter:
 
 def settle_heap() -> None:
     """Collect, then freeze what is alive (the router, the libraries: ~120k objects) out of the
-    garbage collector's view: a full collection walks every tracked object (125-190 ms of
-    stalled event loop here, under load), rescanning the same long-lived objects each time.
+    garbage collector's view: a full collection walks every tracked object, rescanning the
+    same long-lived ones each time (overloaded, 108-176 ms of stalled event loop each; frozen,
+    11-52 ms: benchmarks/results/gateway.md, ARCHITECTURE.md "Performance").
     Called at start-up and one poll after each reload, so a replaced router is unfrozen and
     collected."""
     gc.unfreeze()
