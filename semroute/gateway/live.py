@@ -127,7 +127,7 @@ def settle_heap() -> None:
     """Collect, then freeze what is alive (the router, the libraries: ~120k objects) out of the
     garbage collector's view: a full collection walks every tracked object, rescanning the
     same long-lived ones each time (overloaded, 108-176 ms of stalled event loop each; frozen,
-    11-52 ms: benchmarks/results/gateway.md, ARCHITECTURE.md "Performance").
+    11-52 ms: ARCHITECTURE.md, the gateway's "Performance").
     Called at start-up and one poll after each reload, so a replaced router is unfrozen and
     collected."""
     gc.unfreeze()
