@@ -38,19 +38,19 @@ def open_connections_to(port: int) -> int:
 
 def test_after_a_burst_the_provider_keeps_at_most_the_pool_limit_of_idle_connections(
         tmp_path: Path) -> None:
-    server = start_upstream(tmp_path)  # the benchmark's instant upstream (raw asyncio)
-    spec = ModelSpec(key="m", provider="openai", model="bench-model",
-                     base_url=f"http://127.0.0.1:{server.port}/v1")
-    provider = make_provider(spec)
     keep = POOL_LIMITS.max_keepalive_connections
     assert keep is not None and keep < 40
-
-    async def burst() -> int:
-        answers = await asyncio.gather(*(provider.acomplete(HELLO) for _ in range(40)))
-        assert len(answers) == 40
-        return open_connections_to(server.port)
-
+    server = start_upstream(tmp_path)  # the benchmark's instant upstream (raw asyncio)
     try:
+        spec = ModelSpec(key="m", provider="openai", model="bench-model",
+                         base_url=f"http://127.0.0.1:{server.port}/v1")
+        provider = make_provider(spec)
+
+        async def burst() -> int:
+            answers = await asyncio.gather(*(provider.acomplete(HELLO) for _ in range(40)))
+            assert len(answers) == 40
+            return open_connections_to(server.port)
+
         assert asyncio.run(burst()) <= keep
     finally:
         server.stop()
