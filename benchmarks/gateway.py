@@ -103,8 +103,10 @@ async def measure(name: str, proc: targets.Proc, rate: float, seconds: float, *,
     res = await run_load("127.0.0.1", proc.port, PATH, body, rate, seconds,
                          check=answer_check(stream))
     row = res.summary()
+    cpu_ms = (proc.cpu_s() - cpu0) * 1e3
     row |= {"target": name, "stream": stream,
-            "server_cpu_ms_per_req": round((proc.cpu_s() - cpu0) * 1e3 / max(1, res.sent), 3),
+            "server_cpu_ms_per_req": round(cpu_ms / max(1, res.sent), 3),
+            "server_cpu_ms_per_answer": round(cpu_ms / max(1, res.ok), 3),
             "server_loop_thread_cpu_ms_per_req": round(
                 (proc.cpu_s(main_thread=True) - loop0) * 1e3 / max(1, res.sent), 3),
             "server_rss_mib": round((proc.rss_kib() or 0) / 1024, 1)}

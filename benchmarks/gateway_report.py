@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 COLUMNS = ("target", "rate req/s", "achieved req/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
-           "errors", "server CPU ms/req (main thread)", "conns", "client send lag p99 ms")
+           "errors", "server CPU ms/req (main thread)", "server CPU ms/answer", "conns",
+           "client send lag p99 ms")
 
 
 def _num(x: float | None, fmt: str = ".2f") -> str:
@@ -19,6 +20,8 @@ def _cell(r: dict[str, Any], col: str) -> str:
     if col == "errors":
         kinds = ", ".join(f"{k} {v}" for k, v in r["error_kinds"].items())
         return f"{r['errors']}" + (f" ({kinds})" if kinds else "")
+    if col == "server CPU ms/answer":  # per 200 answer: a saturated row's /req undercounts
+        return _num(r.get("server_cpu_ms_per_answer"))
     if col.startswith("server CPU"):
         loop = r.get("server_loop_thread_cpu_ms_per_req")
         return _num(r["server_cpu_ms_per_req"]) + ("" if loop is None else f" ({loop:.2f})")
@@ -119,7 +122,10 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "last byte (queueing behind a stall counts: no coordinated omission); raw asyncio "
         "keep-alive connections opened on demand; non-streamed OpenAI chat bodies (max_tokens "
         "32) unless marked stream. Overhead = gateway percentile − direct percentile at the "
-        "same rate (a difference of percentiles, not a percentile of differences).",
+        "same rate (a difference of percentiles, not a percentile of differences). Server "
+        "CPU (user + system, /proc) over the row, per request sent (in brackets: the event "
+        "loop's thread alone) and per answer (a saturated row leaves requests unanswered, so "
+        "its per-request figure undercounts).",
     ]
     if ceiling:
         parts.append(f"- Client ceiling: closed loop, {ceiling['concurrency']} connections, "

@@ -36,7 +36,7 @@ from semroute.gateway.access import (
 from semroute.gateway.calls import Api, ChatCall
 from semroute.gateway.failures import Failure, failure_of
 from semroute.gateway.feedback_wire import answer_feedback, shadow_counters
-from semroute.gateway.live import LiveRouter, Serving, readiness_problems
+from semroute.gateway.live import LiveRouter, Serving, readiness_problems, settle_heap
 from semroute.gateway.metrics import GatewayMetrics
 from semroute.gateway.options import dispatch_options
 from semroute.gateway.tracing import Spans
@@ -362,7 +362,8 @@ def create_app(routes: str | Path = "routes", index: str | Path = "indexes/defau
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(gw.live.load_now)
-        watcher = asyncio.create_task(gw.live.watch(settings.reload_poll_seconds))
+        settle_heap()  # before the first request: nothing to stall yet
+        watcher = asyncio.create_task(gw.live.watch(settings.reload_poll_seconds, settle_heap))
         try:
             yield
         finally:

@@ -17,7 +17,7 @@ from semroute.errors import (
     RetryableProviderError,
     StreamInterruptedError,
 )
-from semroute.providers.base import Completion, Provider
+from semroute.providers.base import POOL_LIMITS, Completion, Provider
 from semroute.providers.effects import (
     ModelCall,
     Offload,
@@ -44,6 +44,7 @@ from semroute.providers.tools import (
 )
 
 __all__ = [
+    "POOL_LIMITS",
     "AsyncStream",
     "Completion",
     "ErrorScope",

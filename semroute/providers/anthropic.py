@@ -17,7 +17,7 @@ from anthropic.types import Message as AnthropicMessage
 from anthropic.types import RawMessageStreamEvent
 
 from semroute.config import Usage
-from semroute.providers.base import Provider
+from semroute.providers.base import POOL_LIMITS, Provider
 from semroute.providers.errors import SdkErrors
 from semroute.providers.request import (
     ChatRequest,
@@ -62,10 +62,13 @@ class AnthropicProvider(Provider[anthropic.Anthropic, anthropic.AsyncAnthropic])
         return url.rstrip("/").removesuffix("/v1") if url else None
 
     def _new_client(self, api_key: str) -> anthropic.Anthropic:
-        return anthropic.Anthropic(api_key=api_key, base_url=self._base_url(), max_retries=0)
+        return anthropic.Anthropic(api_key=api_key, base_url=self._base_url(), max_retries=0,
+                                   http_client=anthropic.DefaultHttpxClient(limits=POOL_LIMITS))
 
     def _new_async_client(self, api_key: str) -> anthropic.AsyncAnthropic:
-        return anthropic.AsyncAnthropic(api_key=api_key, base_url=self._base_url(), max_retries=0)
+        return anthropic.AsyncAnthropic(
+            api_key=api_key, base_url=self._base_url(), max_retries=0,
+            http_client=anthropic.DefaultAsyncHttpxClient(limits=POOL_LIMITS))
 
     def _build(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
         kwargs: dict[str, Any] = {

@@ -13,7 +13,7 @@ import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from semroute.config import Usage
-from semroute.providers.base import Provider
+from semroute.providers.base import POOL_LIMITS, Provider
 from semroute.providers.errors import SdkErrors
 from semroute.providers.request import (
     ChatRequest,
@@ -45,10 +45,12 @@ class OpenAIProvider(Provider[openai.OpenAI, openai.AsyncOpenAI]):
     structured_modes = ("auto", "json_schema", "grammar")
 
     def _new_client(self, api_key: str) -> openai.OpenAI:
-        return openai.OpenAI(api_key=api_key, base_url=self.spec.base_url, max_retries=0)
+        return openai.OpenAI(api_key=api_key, base_url=self.spec.base_url, max_retries=0,
+                             http_client=openai.DefaultHttpxClient(limits=POOL_LIMITS))
 
     def _new_async_client(self, api_key: str) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(api_key=api_key, base_url=self.spec.base_url, max_retries=0)
+        return openai.AsyncOpenAI(api_key=api_key, base_url=self.spec.base_url, max_retries=0,
+                                  http_client=openai.DefaultAsyncHttpxClient(limits=POOL_LIMITS))
 
     def _build(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
         messages: list[dict[str, Any]] = []
