@@ -12,10 +12,10 @@ validation split (the lowest that sends at most --max-share of it to the classif
 evaluated split is routed index only. Of the queries the floor lets through to the classifier,
 N are drawn, stratified (out-of-scope ones apart), and routed again through `Router.route`
 with the classifier on: the real semroute code path (prompt, candidates, GBNF-constrained
-label, fallback to no route) against llama-server (2 threads, one slot so its prompt cache
-keeps the shared prefix) serving Qwen2.5-Coder-0.5B-Instruct (PyPI chunks, see
-benchmarks/fallback_model.py) or the tests' SmolLM2-135M. The sampled accuracies are carried
-to all sent queries (Wilson 95% intervals). Results, saved after each set:
+label, fallback to no route) against llama-server (prompts on 2 threads, generation on 1,
+one slot so its prompt cache keeps the shared prefix) serving Qwen2.5-Coder-0.5B-Instruct
+(PyPI chunks, see benchmarks/fallback_model.py) or the tests' SmolLM2-135M. The sampled
+accuracies are carried to all sent queries (Wilson 95% intervals). Results, saved after each set:
 benchmarks/results/fallback[_<split>].{md,json}.
 """
 
@@ -234,7 +234,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, command: str
         f"# Fallback classifier: index only vs index + classifier ({args.split} split)\n\n"
         + ("" if done else "**Partial: the run was stopped before every set was done.**\n\n")
         + f"{datetime.now(UTC):%Y-%m-%d}, {m['cpu']}, {m['cores']} cores shared with other "
-        f"jobs; llama-server {args.threads} threads, one slot (prompt cache on). Command: "
+        f"jobs; llama-server: one slot (prompt cache on), prompts on {args.threads} threads, "
+        f"generation on 1, no polling. Command: "
         f"`{command}` (wall {wall:.0f} s).\n\n"
         f"k={K} utterances per route (seed {SEED}, accuracy.py's draw), default thresholds "
         f"(no fit); {floor}. Of the queries sent to the classifier, N={args.n} per set are "
@@ -284,8 +285,11 @@ def main(argv: list[str] | None = None) -> int:
 
     key = args.models.split(",")[0]
     model = ensure_model() if key == "qwen" else ensure_local_llm()[1]
-    server = start_llm_server(threads=args.threads, model=model, ready_timeout=180,
-                              extra_args=["-np", "1"])  # one slot: its cache keeps the prefix
+    # One slot (its prompt cache keeps the shared prefix); prompts are evaluated on
+    # --threads threads, tokens generated on one (on shared cores, threads waiting for each
+    # other at every step made generation ~10x slower), with no busy polling.
+    server = start_llm_server(threads=1, model=model, ready_timeout=180, extra_args=[
+        "-np", "1", "-tb", str(args.threads), "--poll", "0"])
     log(f"{MODELS[key]}: llama-server pid {server.process.pid}")
     results: list[dict[str, Any]] = []
     sets = args.datasets.split(",")
