@@ -43,6 +43,7 @@ from benchmarks.datasets import DEFAULT_DATASETS, load_dataset  # noqa: E402
 from benchmarks.fallback_model import NAME as QWEN_NAME  # noqa: E402
 from benchmarks.fallback_model import ensure_model  # noqa: E402
 from benchmarks.machine import machine, save_results  # noqa: E402
+from semroute.quality import classifier_floor_for  # noqa: E402
 from semroute.quality.evaluation import OOS, score_decisions  # noqa: E402
 from semroute.routing.classifier import NONE_LABEL, SYSTEM  # noqa: E402
 
@@ -90,16 +91,6 @@ def pct(xs: list[float], q: float) -> float | None:
     return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))] if xs else None
 
 
-def choose_floor(decisions: list[Any], share: float) -> float | None:
-    """The lowest classifier floor sending at most `share` of these (validation) queries to
-    the classifier: None when the undecided ones are already few enough."""
-    scores = sorted((d.score for d in decisions if d.route is None), reverse=True)
-    allowed = int(share * len(decisions))
-    if len(scores) <= allowed:
-        return None
-    return round(scores[allowed] + 1e-4, 4)  # the (allowed+1)-th best falls below it
-
-
 def stratified(sent: list[int], rows: Any, n: int, name: str) -> list[int]:
     """N of the sent queries, in-scope and out-of-scope drawn apart: OOS in proportion, but at
     least a quarter of N when there are any, so "none" answers are measured too."""
@@ -129,7 +120,7 @@ def run_dataset(name: str, split: str, n: int, base_url: str, args: argparse.Nam
     router.classifier.examples = args.examples
     router.classifier.system_template = PROMPTS[args.prompt]
     valid = route_all(router, [q.text for q in ds.valid], 512)
-    floor = choose_floor(valid, args.max_share) if args.floor else None
+    floor = classifier_floor_for(valid, args.max_share) if args.floor else None
     router.classifier_floor = floor
     decisions = valid if split == "valid" else route_all(router, [q.text for q in rows], 512)
     scored = score_decisions(decisions, rows, ds.routes).metrics

@@ -13,6 +13,7 @@ import pytest
 
 from semroute.errors import ConfigError
 from semroute.index import build_index
+from semroute.quality import classifier_floor_for
 from semroute.routing import Router
 from tests.conftest_llm import MakeFaultServer
 from tests.dispatch_support import load, write_set
@@ -115,3 +116,34 @@ def test_a_floor_outside_the_score_range_is_refused_naming_the_field(
         router_with(tmp_path, shared_index, f"{refused_url}/v1", classifier_min_score=bad)
     assert "classifier_min_score" in str(err.value)
     assert "models.yaml" in str(err.value)
+
+
+TRAFFIC = [NEAR, FAR, "hello there, how are you", "fix the bug in this javascript loop",
+           "what is the capital of peru", "good evening", "recommend a novel to read",
+           "compile this rust crate for me"]
+
+
+def test_a_floor_picked_for_a_share_sends_at_most_that_share(
+        tmp_path: Path, shared_index: Path, fault_server: MakeFaultServer) -> None:
+    """Chosen on index-only decisions (no labels), then applied: 2 of 8 queries reach the
+    model, the two best-scoring ones."""
+    ok = fault_server([200])
+    probe = router_with(tmp_path / "probe", shared_index, ok.openai_base_url)
+    decisions = probe.route_batch(TRAFFIC, use_classifier=False)
+    floor = classifier_floor_for(decisions, 0.25)
+    assert floor is not None
+    router = router_with(tmp_path / "floored", shared_index, ok.openai_base_url,
+                         classifier_min_score=floor)
+    routed = router.route_batch(TRAFFIC)
+    asked = {d.query for d in routed if d.classifier is not None}
+    best = sorted(decisions, key=lambda d: d.score, reverse=True)[:2]
+    assert ok.hits == 2 and asked == {d.query for d in best}
+
+
+def test_no_floor_is_needed_when_the_share_already_holds(tmp_path: Path, shared_index: Path,
+                                                         refused_url: str) -> None:
+    router = router_with(tmp_path, shared_index, f"{refused_url}/v1")
+    decisions = router.route_batch(TRAFFIC, use_classifier=False)
+    assert classifier_floor_for(decisions, 1.0) is None
+    with pytest.raises(ValueError, match="max_share"):
+        classifier_floor_for(decisions, 1.5)

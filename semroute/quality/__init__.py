@@ -31,6 +31,7 @@ from semroute.quality.fitting import (
     redecide,
     to_calibration,
 )
+from semroute.quality.floors import classifier_floor_for
 from semroute.quality.linting import (
     LintFinding,
     LintLimits,
@@ -76,6 +77,7 @@ __all__ = [
     "UtteranceSuggestions",
     "apply_patch",
     "build_report",
+    "classifier_floor_for",
     "estimate_oos_share",
     "evaluate",
     "evaluate_conversations",
