@@ -309,6 +309,9 @@ class RouterSettings(_Strict):
     classifier_model: str | None = None
     classifier_timeout: float = Field(default=10.0, gt=0)
     classifier_candidates: int = Field(default=5, ge=2, le=50)
+    classifier_min_score: float | None = Field(
+        default=None, ge=-1.0, le=1.0, description="the classifier floor: an undecided query "
+        "whose best route score is below it goes to default_route without a model call")
     default_route: str | None = None
     attempts_per_model: int = Field(default=2, ge=1, le=10)
     backoff_seconds: float = Field(default=0.2, ge=0)

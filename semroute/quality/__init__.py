@@ -32,6 +32,7 @@ from semroute.quality.fitting import (
     redecide,
     to_calibration,
 )
+from semroute.quality.floors import classifier_floor_for
 from semroute.quality.linting import (
     LintFinding,
     LintLimits,
@@ -79,6 +80,7 @@ __all__ = [
     "UtteranceSuggestions",
     "apply_patch",
     "build_report",
+    "classifier_floor_for",
     "cross_fit_target",
     "estimate_oos_share",
     "evaluate",

@@ -26,9 +26,11 @@ from semroute.providers import (
 from semroute.routing.decision import ClassifierCall, Decision
 
 NONE_LABEL = "none"
+# What never changes comes first, so a server's prompt cache reuses it across queries.
 SYSTEM = (
     "You are a request router. Read the user's message and choose the ONE handler below that "
-    "should answer it. Reply with the handler's name only.\n\nHandlers:\n{handlers}\n"
+    "should answer it. Reply with the handler's name only. Reply "
+    f"{NONE_LABEL} when the message fits none of the handlers.\n\nHandlers:\n{{handlers}}\n"
     f"- {NONE_LABEL}: the message fits none of the handlers above."
 )
 
@@ -47,6 +49,7 @@ class Classifier:
         self.nearest = nearest
         self.max_tokens = max_tokens
         self.cache_size = cache_size
+        self.system_template = SYSTEM  # `{handlers}` is replaced by the candidate list
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], str] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -73,7 +76,7 @@ class Classifier:
         for name in names:
             examples = "; ".join(f'"{u}"' for u in self.examples_for(name, decision))
             lines.append(f"- {name}: {self.routes.route(name).description} Examples: {examples}")
-        return SYSTEM.format(handlers="\n".join(lines))
+        return self.system_template.format(handlers="\n".join(lines))
 
     def plan(self, decision: Decision, default_route: str | None,
              recent: Sequence[str] = ()) -> Plan[Decision]:

@@ -41,6 +41,8 @@ class Router:
         self.calibration_status: CalibrationStatus = calibration_status
         self.rules = RuleSet.from_routes(routes)  # checked before the index
         self.tiers = tiers  # outcome-learned ladders (None: no route has a ladder)
+        # undecided queries scoring below it skip the classifier (None: every one is sent)
+        self.classifier_floor = routes.settings.classifier_min_score
 
     @classmethod
     def load(cls, routes: str | Path | RouteSet = "routes",
@@ -169,10 +171,18 @@ class Router:
     def resolve_plan(self, decision: Decision,
                      recent: Sequence[str] = ()) -> Plan[Decision]:
         """What happens to an undecided decision: classifier (shown the `recent` user turns
-        of a conversation, oldest first), else the default route."""
+        of a conversation, oldest first), else the default route. Below the classifier floor
+        (`router.classifier_min_score`) the query is too far from every route to be worth a
+        model call: straight to the default route."""
         default = self.routes.settings.default_route
         if self.classifier is None:
             return to_default(decision, default, "no classifier configured")
+        floor = self.classifier_floor
+        if floor is not None and decision.score < floor:
+            return to_default(replace(decision, extra={**decision.extra,
+                                                       "classifier_floor": floor}),
+                              default, f"score {decision.score:.3f} below the classifier "
+                              f"floor {floor:.3f}, no classifier call")
         return (yield from self.classifier.plan(decision, default, recent))
 
 
