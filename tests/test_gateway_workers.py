@@ -1,11 +1,13 @@
 """`semroute serve --workers 2` is one gateway on one port served by two real worker
 processes: the official openai SDK gets routed answers with the decision headers from both,
-a budget cap holds across them (SQLite store), the start-up warning says what is per worker
-without Redis and is absent with it, and SIGTERM stops every worker."""
+a budget cap holds across them (SQLite store), each reloads a new build, the start-up warning
+says what is per worker without Redis and is absent with it, and SIGTERM stops every
+worker."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,11 +16,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx2
 import openai
 import pytest
 import yaml
 
 from semroute.config import hash_client_key
+from semroute.index import build_index
 from semroute.policies import estimate_input_tokens
 from tests.dispatch_support import entry, shared_index, write_set
 from tests.support.llm_server import FaultServer, free_port
@@ -203,3 +207,33 @@ def test_no_per_worker_warning_when_state_is_on_redis(
     finally:
         stop(served)
     assert WARNING not in served.text()
+
+
+def test_each_worker_picks_up_a_new_build(served_set: tuple[Path, Path, Path],
+                                          tmp_path: Path) -> None:
+    served_routes, _, _ = served_set
+    routes = tmp_path / "routes"
+    shutil.copytree(served_routes, routes)
+    index = tmp_path / "index"
+    first = build_index(routes, index).build_id
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump({"keys": [{"name": "team", "sha256": hash_client_key(KEY)}],
+                                      "reload_poll_seconds": 0.2}))
+    served = start(routes, index, config, tmp_path / "serve.log")
+    try:
+        workers = served.workers()
+        code = routes / "code.yaml"
+        spec = yaml.safe_load(code.read_text())
+        spec["utterances"].append("write a rust macro that derives Debug")
+        code.write_text(yaml.safe_dump(spec))
+        second = build_index(routes, index).build_id
+        assert second != first
+        builds: dict[int, str] = {}
+        deadline = time.monotonic() + 60
+        while set(builds.values()) != {second} or set(builds) != set(workers):
+            assert time.monotonic() < deadline, f"not every worker reloaded: {builds}"
+            with httpx2.Client() as http:  # a fresh connection: either worker may answer
+                got = http.get(f"http://127.0.0.1:{served.port}/readyz", timeout=10)
+                builds[serving_pid(got, served.port, workers)] = got.json()["build_id"]
+    finally:
+        stop(served)

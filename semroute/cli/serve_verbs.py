@@ -51,7 +51,7 @@ def per_worker_warning(routes: str, profile: str | None, workers: int) -> str | 
     return (f"semroute serve: warning: {workers} workers with in-process state "
             f"(router.shared_state.backend: memory): client rate limits, cooldowns and "
             f"conversation stickiness are enforced per worker, so a rate limit is effectively "
-            f"{workers}x and a failing model is retried by each worker; budget caps still "
+            f"{workers}x and each worker cools a failing model on its own; budget caps still "
             f"hold across workers on this machine (they count in the SQLite file "
             f"{s.budgets.store}). Share everything with --redis URL.")
 
