@@ -89,12 +89,17 @@ class Proc:
             return "(no log)"
 
     def stop(self) -> None:
+        """SIGTERM (a supervisor stops its workers); SIGKILL to the whole tree, by pid, if it
+        has not exited within 15 s."""
         if self.process.poll() is None:
+            tree = self.tree()
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                for pid in reversed(tree):
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
                 self.process.wait(5)
 
 
