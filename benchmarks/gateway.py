@@ -3,11 +3,12 @@ instant upstream directly, against LiteLLM's proxy in the same run, plus the loc
 end and a memory soak. Prints a table and writes benchmarks/results/gateway.{md,json}.
 
 Every server runs in its own process on 127.0.0.1: the instant upstream
-(benchmarks/gateway_upstream.py), `semroute serve` as in production (one process, one worker,
-access log off) on the example routes with every model pointed at that upstream, LiteLLM's proxy
-(its own venv, benchmarks/peers/README.md; skipped when absent) with one model on the same
-upstream, and llama-server. Load is open-loop at fixed rates (benchmarks/gateway_load.py): each
-latency runs from the request's due time, so queueing behind a stall is counted.
+(benchmarks/gateway_upstream.py), `semroute serve` as in production (`--workers`, default one
+process, access log off) on the example routes with every model pointed at that upstream,
+LiteLLM's proxy (its own venv, benchmarks/peers/README.md; skipped when absent) with one model
+on the same upstream, and llama-server. Load is open-loop at fixed rates
+(benchmarks/gateway_load.py): each latency runs from the request's due time, so queueing behind
+a stall is counted.
 
     .venv/bin/python -m benchmarks.gateway                      # ~17 min (10-minute soak)
     .venv/bin/python -m benchmarks.gateway --smoke --out /tmp/gw  # seconds, no LiteLLM/llama
@@ -68,6 +69,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="allowed RSS growth after the soak's warm-up")
     ap.add_argument("--ceiling-seconds", type=float, default=5.0,
                     help="closed-loop client ceiling against the instant upstream (0: skip)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="`semroute serve --workers N` for the gateway under test (its CPU and "
+                         "RSS are summed over the supervisor and its workers)")
     ap.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy peer")
     ap.add_argument("--smoke", action="store_true",
                     help="2 s per row at 20 and 50 req/s, 6 s soak, no LiteLLM, no llama")
@@ -99,17 +103,21 @@ async def measure(name: str, proc: targets.Proc, rate: float, seconds: float, *,
     body = chat_body(model or MODEL[name], QUERIES, max_tokens=max_tokens, stream=stream)
     await settle(proc)
     cpu0, loop0 = proc.cpu_s(), proc.cpu_s(main_thread=True)
+    by_pid0 = proc.cpu_by_pid()
     up0 = upstream.cpu_s() if upstream else 0.0
     res = await run_load("127.0.0.1", proc.port, PATH, body, rate, seconds,
                          check=answer_check(stream))
     row = res.summary()
     cpu_ms = (proc.cpu_s() - cpu0) * 1e3
+    by_pid = {pid: s - by_pid0.get(pid, 0.0) for pid, s in proc.cpu_by_pid().items()}
     row |= {"target": name, "stream": stream,
             "server_cpu_ms_per_req": round(cpu_ms / max(1, res.sent), 3),
             "server_cpu_ms_per_answer": round(cpu_ms / max(1, res.ok), 3),
             "server_loop_thread_cpu_ms_per_req": round(
                 (proc.cpu_s(main_thread=True) - loop0) * 1e3 / max(1, res.sent), 3),
-            "server_rss_mib": round((proc.rss_kib() or 0) / 1024, 1)}
+            "server_rss_mib": round((proc.rss_kib() or 0) / 1024, 1),
+            "server_cpu_share_by_process": [round(s * 1e3 / max(1.0, cpu_ms), 3) for s in
+                                            sorted(by_pid.values(), reverse=True)]}
     if upstream is not None and upstream is not proc:
         row["upstream_cpu_ms_per_req"] = round((upstream.cpu_s() - up0) * 1e3
                                                / max(1, res.sent), 3)
@@ -205,7 +213,7 @@ async def run_all(args: argparse.Namespace, work: Path,
         procs.append(up)
         routes = targets.bench_routes(work, f"http://127.0.0.1:{up.port}/v1")
         targets.build_index(routes, work / "index")
-        gw = targets.start_gateway(work, routes, work / "index")
+        gw = targets.start_gateway(work, routes, work / "index", workers=args.workers)
         procs.append(gw)
         servers = {"direct": up, "semroute": gw}
         if not args.no_litellm and targets.litellm_available():
@@ -252,7 +260,8 @@ async def llama_rows(args: argparse.Namespace, work: Path,
     gw = None
     try:
         routes = targets.bench_routes(work, server.openai_base_url, "routes-llama")
-        gw = targets.start_gateway(work, routes, work / "index", "semroute-llama")
+        gw = targets.start_gateway(work, routes, work / "index", "semroute-llama",
+                                   workers=args.workers)
         rows = []
         for name, proc, model in (("llama-direct", llama, "local"),
                                   ("semroute-llama", gw, "semroute")):
@@ -285,6 +294,7 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
         "load_avg_before": [round(x, 2) for x in load_before],
         "load_avg_after": [round(x, 2) for x in os.getloadavg()],
         "wall_s": round(time.perf_counter() - started, 1),
+        "workers": args.workers,
         "settings": {k: v for k, v in vars(args).items() if k != "argv"} | {
             "out": str(args.out)},
         "queries": QUERIES,
@@ -296,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     doc = run_benchmark(args)
     md = render_markdown(doc)
+    print(f"semroute serve --workers {args.workers}")
     print(render_table(doc["rows"]))
     paths = save_results(doc, md, args.out, "gateway")
     print(f"\nwrote {paths[0]} and {paths[1]}")

@@ -69,7 +69,7 @@ def render_capacity(rows: Sequence[dict[str, Any]]) -> str:
             best[r["target"]] = max(best.get(r["target"], 0.0), r["achieved_rps"])
     if not best:
         return ""
-    return ("Most answers per second achieved in any row (one process): " +
+    return ("Most answers per second achieved in any row: " +
             ", ".join(f"{k} {v:g}" for k, v in best.items()) +
             "; a row asking more queues (its latency counts the wait) and what is still "
             "unanswered 10 s after its last request was due is counted as an error "
@@ -91,6 +91,12 @@ def render_soak(s: dict[str, Any] | None) -> str:
             f"{s['bound_mib']:g} MiB), {s['growth_total_mib']:+.1f} MiB in all.")
 
 
+def _workers(n: int) -> str:
+    return "one process, one uvicorn worker" if n <= 1 else \
+        f"`--workers {n}`: uvicorn's supervisor and {n} worker processes on one socket, CPU " \
+        f"and RSS summed over all of them"
+
+
 def render_markdown(doc: dict[str, Any]) -> str:
     m = doc["meta"]
     mc = m["machine"]
@@ -110,7 +116,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         + (f"; LiteLLM {doc['litellm_version']}" if doc.get("litellm_version") else ""),
         "- Targets, each its own process on 127.0.0.1: **direct** = the instant upstream "
         "(`benchmarks/gateway_upstream.py`, raw asyncio HTTP/1.1, one fixed completion); "
-        "**semroute** = `semroute serve` as in production (one process, one uvicorn worker, "
+        f"**semroute** = `semroute serve` as in production ({_workers(m.get('workers', 1))}, "
         "access log off, a gateway.yaml with one client key) on the example routes with every "
         "model pointed at the upstream: each request is decided (encoder + index, unique "
         "queries so no cache answers; the method header is counted below), then sent with "

@@ -41,27 +41,46 @@ class Proc:
     def pid(self) -> int:
         return self.process.pid
 
+    def tree(self) -> list[int]:
+        """The process and its descendants (`semroute serve --workers N`: the supervisor, its
+        N workers and multiprocessing's resource tracker), from /proc/<pid>/task/*/children."""
+        pids, i = [self.pid], 0
+        while i < len(pids):
+            for task in Path(f"/proc/{pids[i]}/task").glob("*/children"):
+                with contextlib.suppress(OSError):
+                    pids += [int(c) for c in task.read_text().split()]
+            i += 1
+        return pids
+
     def rss_kib(self) -> int | None:
-        """VmRSS of the process, from /proc/<pid>/status (None once it has exited)."""
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        except OSError:
-            return None
-        return None
+        """VmRSS of the process and its descendants, from /proc/<pid>/status (summed: shared
+        pages count once per process; None once it has exited)."""
+        total = None
+        for pid in self.tree():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total = (total or 0) + int(line.split()[1])
+            except OSError:
+                continue
+        return total
 
     def cpu_s(self, main_thread: bool = False) -> float:
-        """User + system CPU seconds of the process (or of its main thread alone: the event
-        loop of an asyncio server)."""
-        stat = f"/proc/{self.pid}/task/{self.pid}/stat" if main_thread else \
-            f"/proc/{self.pid}/stat"
-        try:
-            f = Path(stat).read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        ticks = os.sysconf("SC_CLK_TCK")
-        return sum(int(x) for x in f[11:13]) / ticks
+        """User + system CPU seconds of the process and its descendants (or of their main
+        threads alone: the event loops of asyncio servers)."""
+        return sum(self.cpu_by_pid(main_thread).values())
+
+    def cpu_by_pid(self, main_thread: bool = False) -> dict[int, float]:
+        """`cpu_s` of each process of the tree (how the work spread over the workers)."""
+        out = {}
+        for pid in self.tree():
+            stat = f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat"
+            try:
+                f = Path(stat).read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[pid] = sum(int(x) for x in f[11:13]) / os.sysconf("SC_CLK_TCK")
+        return out
 
     def tail(self, lines: int = 30) -> str:
         try:
@@ -70,12 +89,17 @@ class Proc:
             return "(no log)"
 
     def stop(self) -> None:
+        """SIGTERM (a supervisor stops its workers); SIGKILL to the whole tree, by pid, if it
+        has not exited within 15 s."""
         if self.process.poll() is None:
+            tree = self.tree()
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                for pid in reversed(tree):
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
                 self.process.wait(5)
 
 
@@ -147,9 +171,11 @@ def build_index(routes: Path, index: Path) -> None:
                    env={**os.environ, **python_env()})
 
 
-def start_gateway(workdir: Path, routes: Path, index: Path, name: str = "semroute") -> Proc:
-    """`semroute serve` as in production: its own process, one worker, access log off, one
-    client key (checked on every request, as LiteLLM checks its master key)."""
+def start_gateway(workdir: Path, routes: Path, index: Path, name: str = "semroute",
+                  workers: int = 1) -> Proc:
+    """`semroute serve` as in production: its own process, `workers` workers (more than one:
+    ready once every worker logged its start-up), access log off, one client key (checked on
+    every request, as LiteLLM checks its master key)."""
     from semroute.config import hash_client_key
 
     config = workdir / f"{name}-gateway.yaml"
@@ -157,9 +183,16 @@ def start_gateway(workdir: Path, routes: Path, index: Path, name: str = "semrout
                                                 "sha256": hash_client_key(CLIENT_KEY)}]}))
     port = free_port()
     p = spawn(name, [sys.executable, "-m", "semroute.cli", "serve", "--routes", str(routes),
-                     "--index", str(index), "--port", str(port), "--config", str(config)],
+                     "--index", str(index), "--port", str(port), "--config", str(config),
+                     "--workers", str(workers)],
               port, workdir, python_env())
     wait_http(p, "/readyz", 180)
+    deadline = time.monotonic() + 180
+    while p.tail(10_000).count("Application startup complete.") < workers:
+        if p.process.poll() is not None or time.monotonic() > deadline:
+            p.stop()
+            raise RuntimeError(f"{name}: {workers} workers not started:\n{p.tail()}")
+        time.sleep(0.2)
     return p
 
 

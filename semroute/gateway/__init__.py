@@ -15,6 +15,7 @@ from semroute.gateway.calls import ChatCall
 from semroute.gateway.live import LiveRouter, Serving
 from semroute.gateway.metrics import GatewayMetrics
 from semroute.gateway.options import dispatch_options
+from semroute.gateway.server import serve, worker_app
 from semroute.gateway.server import server as make_server
 
 __all__ = [
@@ -31,4 +32,6 @@ __all__ = [
     "create_app",
     "dispatch_options",
     "make_server",
+    "serve",
+    "worker_app",
 ]

@@ -1,0 +1,239 @@
+"""`semroute serve --workers 2` is one gateway on one port served by two real worker
+processes: the official openai SDK gets routed answers with the decision headers from both,
+a budget cap holds across them (SQLite store), each reloads a new build, the start-up warning
+says what is per worker without Redis and is absent with it, and SIGTERM stops every
+worker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+import openai
+import pytest
+import yaml
+
+from semroute.config import hash_client_key
+from semroute.index import build_index
+from semroute.policies import estimate_input_tokens
+from tests.dispatch_support import entry, shared_index, write_set
+from tests.support.llm_server import FaultServer, free_port
+from tests.support.redis_server import RedisServer
+
+REPO = Path(__file__).resolve().parent.parent
+KEY = "sk-team-workers-0001"
+HI = [{"role": "user", "content": "hi there"}]
+MAX_TOKENS = 2
+PER_CALL = 6.0  # the fault server answers 3 + 3 tokens; `dear` costs $1 a token
+CAP = estimate_input_tokens(HI, None) + MAX_TOKENS + PER_CALL + 1  # two `dear` calls fit
+WARNING = "enforced per worker"
+
+
+@dataclass
+class Served:
+    """A running `semroute serve --workers N`: the supervisor process, its port and stderr."""
+
+    proc: subprocess.Popen[str]
+    port: int
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def workers(self) -> list[int]:
+        """The worker processes: the supervisor's children started by multiprocessing's spawn
+        (not its resource tracker)."""
+        pid = self.proc.pid
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return [int(k) for k in kids
+                if "spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes().decode(errors="replace")]
+
+    def client(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", api_key=KEY,
+                             max_retries=0, timeout=30)
+
+
+def start(routes: Path, index: Path, config: Path, log: Path, *extra: str,
+          workers: int = 2, timeout: float = 180.0) -> Served:
+    """Start `semroute serve --workers N` and wait until every worker has loaded its router
+    (uvicorn logs "Application startup complete." once per worker, after the lifespan)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "SEMROUTE_REDIS_URL"}
+    env["PYTHONPATH"] = str(REPO)
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "semroute.cli", "serve", "--routes",
+                                 str(routes), "--index", str(index), "--port", str(port),
+                                 "--config", str(config), "--workers", str(workers), *extra],
+                                cwd=log.parent, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                text=True)
+    served = Served(proc, port, log)
+    deadline = time.monotonic() + timeout
+    while served.text().count("Application startup complete.") < workers:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(served)
+            raise RuntimeError(f"semroute serve did not start:\n{served.text()[-3000:]}")
+        time.sleep(0.2)
+    return served
+
+
+def stop(served: Served) -> tuple[list[int], list[int]]:
+    """SIGTERM the supervisor only; the worker pids it had and those still alive after it
+    exited (killed then, so no test leaves a worker behind)."""
+    workers = served.workers() if served.proc.poll() is None else []
+    served.proc.send_signal(signal.SIGTERM)
+    try:
+        served.proc.wait(timeout=60)
+    finally:
+        left = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    return workers, left
+
+
+def serving_pid(response: object, port: int, workers: list[int]) -> int:
+    """The worker holding the server side of the (kept-alive) connection an httpx response
+    came on: the client's port → the socket in /proc/net/tcp → the worker with that fd."""
+    stream = response.extensions["network_stream"]  # type: ignore[attr-defined]
+    client_port = stream.get_extra_info("client_addr")[1]
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        f = line.split()
+        if int(f[1].split(":")[1], 16) == port and int(f[2].split(":")[1], 16) == client_port:
+            inode = f[9]
+    assert inode is not None, f"no server socket for client port {client_port}"
+    for pid in workers:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(fd) == f"socket:[{inode}]":
+                    return pid
+            except OSError:
+                continue
+    raise AssertionError(f"no worker of {workers} holds socket {inode}")
+
+
+@pytest.fixture(scope="module")
+def served_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, Path]]:
+    """Every route on `steady` (free, answers "ok"); `dear` ($1 a token) under a daily cap
+    per client key that two calls fit; in-process shared state, budgets in a SQLite file."""
+    root = tmp_path_factory.mktemp("workers")
+    index = shared_index(root)
+    steady = FaultServer([200], reply_text="ok").start()
+    dear = FaultServer([200], reply_text="ok").start()
+    routes = write_set(root / "served", {
+        "steady": entry("openai", steady.base_url, model="steady-model", input_price=0,
+                        output_price=0),
+        "dear": entry("openai", dear.base_url, model="dear-model", input_price=1e6,
+                      output_price=1e6)}, ["steady"],
+        budgets={"store": str(root / "budgets.db"), "caps": [
+            {"name": "daily", "scope": "client_key", "period": "day", "limit_usd": CAP}]})
+    for f in routes.glob("*.yaml"):  # the routes' system prompt would change the bound
+        spec = yaml.safe_load(f.read_text())
+        spec.pop("system_prompt", None)
+        f.write_text(yaml.safe_dump(spec))
+    config = root / "gateway.yaml"
+    config.write_text(yaml.safe_dump({"keys": [{"name": "team", "sha256": hash_client_key(KEY)}]}))
+    try:
+        yield routes, index, config
+    finally:
+        steady.stop()
+        dear.stop()
+
+
+def test_two_workers_answer_warn_share_the_budget_and_stop_on_sigterm(
+        served_set: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    routes, index, config = served_set
+    served = start(routes, index, config, tmp_path / "serve.log")
+    try:
+        log = served.text()
+        assert WARNING in log and "2 workers" in log and "--redis" in log
+        workers = served.workers()
+        assert len(workers) == 2 and served.proc.pid not in workers
+        seen: set[int] = set()
+        for _ in range(40):  # a fresh connection each time: whichever worker accepts it
+            with served.client() as client:
+                raw = client.chat.completions.with_raw_response.create(
+                    model="semroute", messages=HI, max_tokens=MAX_TOKENS)  # type: ignore[arg-type]
+                answer = raw.parse()
+                assert answer.choices[0].message.content == "ok"
+                assert raw.headers["x-semroute-model"] == "steady"
+                assert raw.headers["x-semroute-route"] != "-"
+                assert raw.headers["x-semroute-method"] and raw.headers["x-semroute-request-id"]
+                seen.add(serving_pid(raw.http_response, served.port, workers))
+            if seen == set(workers):
+                break
+        assert seen == set(workers), "both workers served routed answers"
+
+        dear_by: dict[int, list[int]] = {}
+        for i in range(40):  # until both workers served `dear` and at least 5 were sent
+            with served.client() as client:
+                try:
+                    raw = client.chat.completions.with_raw_response.create(
+                        model="dear", messages=HI, max_tokens=MAX_TOKENS)  # type: ignore[arg-type]
+                    status, http = 200, raw.http_response
+                except openai.APIStatusError as exc:
+                    status, http = exc.status_code, exc.response
+                dear_by.setdefault(serving_pid(http, served.port, workers), []).append(status)
+            if len(dear_by) == 2 and i >= 4:
+                break
+        statuses = sorted(s for ss in dear_by.values() for s in ss)
+        assert len(dear_by) == 2, "both workers were asked for `dear`"
+        assert statuses.count(200) == 2, f"two calls fit the cap across both workers: {dear_by}"
+        assert set(statuses) == {200, 429}
+    finally:
+        stopped, left = stop(served)
+    assert served.proc.returncode in (0, -signal.SIGTERM)
+    assert len(stopped) == 2 and left == [], "SIGTERM to the supervisor stopped both workers"
+    assert served.text().count("Finished server process") == 2, "each worker shut down"
+
+
+def test_no_per_worker_warning_when_state_is_on_redis(
+        served_set: tuple[Path, Path, Path], redis_server: RedisServer, tmp_path: Path) -> None:
+    routes, index, config = served_set
+    served = start(routes, index, config, tmp_path / "serve.log", "--redis", redis_server.url)
+    try:
+        with served.client() as client:
+            answer = client.chat.completions.create(model="semroute", messages=HI,  # type: ignore[arg-type]
+                                                    max_tokens=MAX_TOKENS)
+        assert answer.choices[0].message.content == "ok"
+        assert len(served.workers()) == 2
+    finally:
+        stop(served)
+    assert WARNING not in served.text()
+
+
+def test_each_worker_picks_up_a_new_build(served_set: tuple[Path, Path, Path],
+                                          tmp_path: Path) -> None:
+    served_routes, _, _ = served_set
+    routes = tmp_path / "routes"
+    shutil.copytree(served_routes, routes)
+    index = tmp_path / "index"
+    first = build_index(routes, index).build_id
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump({"keys": [{"name": "team", "sha256": hash_client_key(KEY)}],
+                                      "reload_poll_seconds": 0.2}))
+    served = start(routes, index, config, tmp_path / "serve.log")
+    try:
+        workers = served.workers()
+        code = routes / "code.yaml"
+        spec = yaml.safe_load(code.read_text())
+        spec["utterances"].append("write a rust macro that derives Debug")
+        code.write_text(yaml.safe_dump(spec))
+        second = build_index(routes, index).build_id
+        assert second != first
+        builds: dict[int, str] = {}
+        deadline = time.monotonic() + 60
+        while set(builds.values()) != {second} or set(builds) != set(workers):
+            assert time.monotonic() < deadline, f"not every worker reloaded: {builds}"
+            with httpx2.Client() as http:  # a fresh connection: either worker may answer
+                got = http.get(f"http://127.0.0.1:{served.port}/readyz", timeout=10)
+                builds[serving_pid(got, served.port, workers)] = got.json()["build_id"]
+    finally:
+        stop(served)
