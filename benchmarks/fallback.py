@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--oos-examples", type=int, default=0, metavar="N",
                     help="route sets with out-of-scope data get N train oos rows as their "
                     "out-of-scope example file (accuracy.py's --oos-examples)")
-    ap.add_argument("--none-examples", type=int, default=3, metavar="N",
+    ap.add_argument("--none-examples", type=int, default=0, metavar="N",
                     help="out-of-scope examples nearest the query shown under `none` (0: off)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default=None)

@@ -1,6 +1,7 @@
-"""When the route set has out-of-scope examples, the fallback classifier's prompt shows those
-nearest the query as examples of `none` (found with the index's one search), and says so in
-the ClassifierCall; without any, the prompt is exactly what it was before."""
+"""When the route set has out-of-scope examples and `Classifier.none_examples` is on, the
+fallback classifier's prompt shows those nearest the query as examples of `none` (found with
+the index's one search), and says so in the ClassifierCall; without any (or off, the
+default), the prompt is exactly what it was before."""
 
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ def test_none_shows_the_out_of_scope_examples_nearest_the_query(
         roots: dict[str, Path], fault_server: MakeFaultServer) -> None:
     server = fault_server([200, 200], reply_text='{"label": "none"}')
     router = router_for(roots["with_oos"], server.openai_base_url, oos=True)
+    assert router.classifier is not None and router.classifier.none_examples == 0  # off
+    router.classifier.none_examples = 3
     d = router.route(QUERY)
     near = [n.text for n in d.oos_neighbours]
     sims = [n.similarity for n in d.oos_neighbours]
@@ -67,7 +70,6 @@ def test_none_shows_the_out_of_scope_examples_nearest_the_query(
     assert d.to_dict()["classifier"]["none_examples"] == near  # traced with the decision
     assert d.route == "greet" and "the classifier chose none" in d.reason
 
-    assert router.classifier is not None
     router.classifier.none_examples = 0  # switched off: the prompt is the old one again
     router.classifier.clear_cache()
     router.route(QUERY)
@@ -78,6 +80,8 @@ def test_without_out_of_scope_examples_the_prompt_is_unchanged(
         roots: dict[str, Path], fault_server: MakeFaultServer) -> None:
     server = fault_server([200, 200], reply_text='{"label": "none"}')
     plain = router_for(roots["without_oos"], server.openai_base_url, oos=False)
+    assert plain.classifier is not None
+    plain.classifier.none_examples = 3  # on, but there is nothing to show
     d = plain.route(QUERY)
     assert d.oos_neighbours == () and d.classifier is not None
     assert d.classifier.none_examples == ()
@@ -85,10 +89,9 @@ def test_without_out_of_scope_examples_the_prompt_is_unchanged(
     assert system.startswith(HEAD) and system.endswith(TAIL)
     handlers = system[len(HEAD):-len(TAIL)]
     assert handlers.count("\n- ") == 1 and "none" not in handlers  # code and greet only
-    # the same routes with out-of-scope examples, none shown: the old prompt's shape again
+    # the same routes with out-of-scope examples, off by default: the old prompt's shape
     with_oos = router_for(roots["with_oos"], server.openai_base_url, oos=True)
-    assert with_oos.classifier is not None
-    with_oos.classifier.none_examples = 0
+    assert with_oos.classifier is not None  # none_examples left at its default: off
     d = with_oos.route(QUERY)
     assert d.oos_neighbours and d.classifier is not None and d.classifier.none_examples == ()
     other = system_of(server.bodies[1])

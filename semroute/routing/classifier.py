@@ -39,7 +39,7 @@ class Classifier:
     """Picks a route for undecided queries with a cheap model; caches answers per query."""
 
     def __init__(self, routes: RouteSet, spec: ModelSpec, *, max_candidates: int = 5,
-                 examples: int = 3, nearest: bool = True, none_examples: int = 3,
+                 examples: int = 3, nearest: bool = True, none_examples: int = 0,
                  max_tokens: int = 24, cache_size: int = 1024) -> None:
         self.routes = routes
         self.spec = spec
@@ -47,7 +47,8 @@ class Classifier:
         self.max_candidates = max_candidates
         self.examples = examples
         self.nearest = nearest
-        self.none_examples = none_examples  # out-of-scope examples shown under `none` (0: off)
+        # out-of-scope examples shown under `none` (0: off; it did not help a 0.5B model)
+        self.none_examples = none_examples
         self.max_tokens = max_tokens
         self.cache_size = cache_size
         # `{handlers}` is replaced by the candidate list, `{none_examples}` by those of `none`
