@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.accuracy import ENCODER, route_all, write_route_set  # noqa: E402
+from benchmarks.accuracy import ENCODER, OOS_FILE, route_all, write_route_set  # noqa: E402
 from benchmarks.datasets import DEFAULT_DATASETS, load_dataset  # noqa: E402
 from benchmarks.fallback_model import NAME as QWEN_NAME  # noqa: E402
 from benchmarks.fallback_model import ensure_model  # noqa: E402
@@ -72,9 +72,13 @@ PROMPTS = {
 }
 
 
-def write_routes(folder: Path, ds: Any, base_url: str, candidates: int) -> None:
-    """accuracy.py's route files, plus a catalogue whose classifier is the local server."""
-    write_route_set(folder, ds, ds.utterances(K, SEED), "torch")
+def write_routes(folder: Path, ds: Any, base_url: str, candidates: int,
+                 oos_examples: int = 0) -> None:
+    """accuracy.py's route files (with `oos_examples` train out-of-scope rows as the route
+    set's out-of-scope example file, as `accuracy.py --oos-examples`), plus a catalogue whose
+    classifier is the local server."""
+    oos = ds.oos_examples(oos_examples, SEED) if oos_examples and ds.train_oos else []
+    write_route_set(folder, ds, ds.utterances(K, SEED), "torch", oos=oos)
     catalogue = {
         "profile": "bench",
         "profiles": {"bench": {"fast": {"provider": "openai", "model": "local",
@@ -82,7 +86,8 @@ def write_routes(folder: Path, ds: Any, base_url: str, candidates: int) -> None:
                                         "structured": "grammar"}}},
         "router": {"encoder": ENCODER, "backend": "torch", "default_route": None,
                    "classifier_model": "fast", "classifier_timeout": 300,
-                   "classifier_candidates": candidates},
+                   "classifier_candidates": candidates,
+                   **({"oos_examples": OOS_FILE} if oos else {})},
     }
     (folder / "models.yaml").write_text(yaml.safe_dump(catalogue, sort_keys=False))
 
@@ -112,12 +117,13 @@ def run_dataset(name: str, split: str, n: int, base_url: str, args: argparse.Nam
     rows = ds.test if split == "test" else ds.valid
     base = WORK / (args.name or split) / name  # one folder per run: runs may go in parallel
     routes, index = base / "routes", base / "index"
-    write_routes(routes, ds, base_url, args.candidates)
+    write_routes(routes, ds, base_url, args.candidates, args.oos_examples)
     semroute.build_index(routes, index, show_progress=False)
     router = semroute.load_router(routes, index)
     assert router.classifier is not None
     router.classifier.nearest = args.variant == "nearest"
     router.classifier.examples = args.examples
+    router.classifier.none_examples = args.none_examples
     router.classifier.system_template = PROMPTS[args.prompt]
     valid = route_all(router, [q.text for q in ds.valid], 512)
     floor = classifier_floor_for(valid, args.max_share) if args.floor else None
@@ -136,6 +142,7 @@ def run_dataset(name: str, split: str, n: int, base_url: str, args: argparse.Nam
         latencies.append(call.latency_ms)
         gold = None if q.label == OOS else q.label
         outcomes.append({"text": q.text, "gold": gold, "answer": call.answer,
+                         "none_examples": list(call.none_examples),
                          "route": d.route, "correct": d.route == gold, "error": call.error,
                          "latency_ms": round(call.latency_ms, 1), "cached": call.cached,
                          "input_tokens": call.input_tokens})
@@ -154,6 +161,7 @@ def run_dataset(name: str, split: str, n: int, base_url: str, args: argparse.Nam
     lat = [o["latency_ms"] for o in calls]
     out: dict[str, Any] = {
         "dataset": name, "split": split, "queries": len(rows), "floor": floor,
+        "oos_examples": len(router.routes.oos_examples), "none_examples": args.none_examples,
         "undecided": len(undecided), "undecided_share": len(undecided) / len(rows),
         "sent": len(sent), "sent_share": len(sent) / len(rows),
         "valid_sent_share": sum(d.route is None and (floor is None or d.score >= floor)
@@ -188,10 +196,10 @@ def run_dataset(name: str, split: str, n: int, base_url: str, args: argparse.Nam
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    lines = ["| dataset | floor | sent to classifier (valid) | sample (in-scope) | classifier "
-             "acc (95% CI) | in-scope acc index only | index + classifier (95% CI) | gain | "
-             "OOS recall index → +clf (95% CI) | invalid | ms/call mean (p50 / p95) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | route set | floor | sent to classifier (valid) | sample (in-scope) | "
+             "classifier acc (95% CI) | in-scope acc index only | index + classifier (95% CI) | "
+             "gain | OOS recall index → +clf (95% CI) | invalid | ms/call mean (p50 / p95) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lo, hi = r["classifier_in_scope_ci"]
         flo, fhi = r["with_fallback_ci"]
@@ -203,8 +211,12 @@ def table(results: list[dict[str, Any]]) -> str:
         p50, p95 = r["latency_p50_ms"] or 0.0, r["latency_p95_ms"] or 0.0
         gain = 100 * (r["with_fallback_in_scope_acc"] - r["index_in_scope_acc"])
         floor = "—" if r["floor"] is None else f"{r['floor']:.3f}"
+        n_oos = r.get("oos_examples", 0)
+        rset = f"k={K}" + (f" + {n_oos} OOS examples (none shows {r.get('none_examples', 0)})"
+                           if n_oos else "")
         lines.append(
-            f"| {r['dataset']} | {floor} | {r['sent_share']:.1%} ({r['valid_sent_share']:.1%})"
+            f"| {r['dataset']} | {rset} | {floor} | {r['sent_share']:.1%} "
+            f"({r['valid_sent_share']:.1%})"
             f" | {r['sample']} ({r['sample_in_scope']}) | {r['classifier_in_scope_acc']:.0%} "
             f"({lo:.0%}–{hi:.0%}) | {r['index_in_scope_acc']:.1%} | "
             f"{r['with_fallback_in_scope_acc']:.1%} ({flo:.1%}–{fhi:.1%}) | {gain:+.1f} | "
@@ -233,7 +245,9 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, command: str
         f"drawn stratified (out-of-scope ones in proportion, at least N/4 when present) and "
         f"routed through `Router.route` with the classifier on (prompt `{args.prompt}`, "
         f"variant `{args.variant}`, {args.examples} examples per candidate, {args.candidates} "
-        f"candidates, GBNF-constrained label). Index + classifier = index-only in-scope "
+        f"candidates, GBNF-constrained label; with out-of-scope examples in the route set, "
+        f"the {args.none_examples} nearest the query are shown under `none`). Index + "
+        f"classifier = index-only in-scope "
         f"accuracy + (in-scope queries sent / in-scope queries) × (classifier accuracy on the "
         f"sampled in-scope ones); OOS recall with it = index-only OOS recall − (OOS queries "
         f"sent / OOS queries) × (share of sampled OOS ones not answered `none`). Intervals: "
@@ -260,6 +274,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="send every undecided query (no classifier floor)")
     ap.add_argument("--max-share", type=float, default=0.25,
                     help="share of validation queries the floor lets through")
+    ap.add_argument("--oos-examples", type=int, default=0, metavar="N",
+                    help="route sets with out-of-scope data get N train oos rows as their "
+                    "out-of-scope example file (accuracy.py's --oos-examples)")
+    ap.add_argument("--none-examples", type=int, default=0, metavar="N",
+                    help="out-of-scope examples nearest the query shown under `none` (0: off)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default=None)
     ap.add_argument("--quick", action="store_true")

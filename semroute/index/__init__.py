@@ -11,7 +11,13 @@ from semroute.index.calibration import (
     load_calibration,
     save_calibration,
 )
-from semroute.index.contrast import ContrastSet, Penalty, apply_contrast
+from semroute.index.contrast import (
+    ContrastSet,
+    Penalty,
+    apply_contrast,
+    contrast_sims,
+    nearest_oos,
+)
 from semroute.index.lexical import LexicalIndex, blend_lexical, build_lexical
 from semroute.index.manifest import (
     REBUILD_HINT,
@@ -46,9 +52,11 @@ __all__ = [
     "build_route_stats",
     "calibration_path",
     "check_fresh",
+    "contrast_sims",
     "current_build",
     "export_cache_dir",
     "load_calibration",
+    "nearest_oos",
     "read_manifest",
     "save_calibration",
     "score_query",

@@ -131,19 +131,40 @@ def _ranked(scores: NDArray[np.float32], has: NDArray[np.bool_],
                   max(float(scores[best]) - runner_up, 0.0))
 
 
+def contrast_sims(contrast: ContrastSet, query: NDArray[np.float32]) -> NDArray[np.float32]:
+    """The query's similarity to every contrast row: one product, shared by the penalty rule
+    and `nearest_oos`."""
+    # einsum, not `@`: OpenBLAS threads a (rows x d) product, which on busy cores took ~20 ms
+    # for 2,000 rows against 0.2 ms for einsum's single-threaded loop (negatives_latency.md)
+    sims: NDArray[np.float32] = np.einsum("ij,j->i", contrast.vectors, query)
+    return sims
+
+
+def nearest_oos(contrast: ContrastSet, csims: NDArray[np.float32],
+                k: int) -> list[tuple[str, float]]:
+    """The `k` out-of-scope examples nearest the query (text, similarity), nearest first:
+    what the fallback classifier shows under `none`. Empty without out-of-scope examples."""
+    rows = np.flatnonzero(contrast.owners == OOS_OWNER)
+    if k <= 0 or not rows.size:
+        return []
+    top = rows[np.argsort(-csims[rows], kind="stable")[:k]]
+    return [(contrast.texts[int(r)], float(csims[int(r)])) for r in top]
+
+
 def apply_contrast(scored: Scored, sims: NDArray[np.float32], ids: NDArray[np.int64],
                    query: NDArray[np.float32], labels: NDArray[np.int32],
                    offsets: NDArray[np.float32], contrast: ContrastSet | None, *,
-                   margin: float, weight: float) -> tuple[Scored, list[Penalty]]:
+                   margin: float, weight: float,
+                   csims: NDArray[np.float32] | None = None) -> tuple[Scored, list[Penalty]]:
     """The module's rule: negatives lower their route's score (and may hand the lead to
     another route, checked in turn, at most `MAX_PENALISED`); then the nearest out-of-scope
     example lowers every score alike (the ranking and margin stay, the confidence drops).
-    Returns the adjusted scores and the penalties applied, in order."""
+    Returns the adjusted scores and the penalties applied, in order. `csims`: the query's
+    `contrast_sims`, when the caller has them already."""
     if contrast is None or not len(contrast) or not scored.has_neighbour.any():
         return scored, []
-    # einsum, not `@`: OpenBLAS threads a (rows x d) product, which on busy cores took ~20 ms
-    # for 2,000 rows against 0.2 ms for einsum's single-threaded loop (negatives_latency.md)
-    csims = np.einsum("ij,j->i", contrast.vectors, query)
+    if csims is None:
+        csims = contrast_sims(contrast, query)
     scores = scored.scores.copy()
     found: list[Penalty] = []
 

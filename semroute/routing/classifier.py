@@ -31,7 +31,7 @@ SYSTEM = (
     "You are a request router. Read the user's message and choose the ONE handler below that "
     "should answer it. Reply with the handler's name only. Reply "
     f"{NONE_LABEL} when the message fits none of the handlers.\n\nHandlers:\n{{handlers}}\n"
-    f"- {NONE_LABEL}: the message fits none of the handlers above."
+    f"- {NONE_LABEL}: the message fits none of the handlers above.{{none_examples}}"
 )
 
 
@@ -39,17 +39,20 @@ class Classifier:
     """Picks a route for undecided queries with a cheap model; caches answers per query."""
 
     def __init__(self, routes: RouteSet, spec: ModelSpec, *, max_candidates: int = 5,
-                 examples: int = 3, nearest: bool = True, max_tokens: int = 24,
-                 cache_size: int = 1024) -> None:
+                 examples: int = 3, nearest: bool = True, none_examples: int = 0,
+                 max_tokens: int = 24, cache_size: int = 1024) -> None:
         self.routes = routes
         self.spec = spec
         self.provider: Provider[object, object] = make_provider(spec)
         self.max_candidates = max_candidates
         self.examples = examples
         self.nearest = nearest
+        # out-of-scope examples shown under `none` (0: off; it did not help a 0.5B model)
+        self.none_examples = none_examples
         self.max_tokens = max_tokens
         self.cache_size = cache_size
-        self.system_template = SYSTEM  # `{handlers}` is replaced by the candidate list
+        # `{handlers}` is replaced by the candidate list, `{none_examples}` by those of `none`
+        self.system_template = SYSTEM
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], str] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -70,13 +73,22 @@ class Classifier:
                 if c.route == name for n in c.neighbours]
         return list(dict.fromkeys([*near, *self.routes.route(name).utterances]))[: self.examples]
 
+    def none_examples_for(self, decision: Decision | None) -> list[str]:
+        """The out-of-scope examples shown under `none`: the route set's nearest the query
+        (`Decision.oos_neighbours`, found with the index's search); none without any."""
+        near = decision.oos_neighbours if decision is not None else ()
+        return [n.text for n in near[: self.none_examples]]
+
     def system_prompt(self, names: list[str], decision: Decision | None = None) -> str:
-        """The handler list: each candidate's name, description and examples."""
+        """The handler list: each candidate's name, description and examples, and, when the
+        route set has out-of-scope examples, those nearest the query under `none`."""
         lines = []
         for name in names:
             examples = "; ".join(f'"{u}"' for u in self.examples_for(name, decision))
             lines.append(f"- {name}: {self.routes.route(name).description} Examples: {examples}")
-        return self.system_template.format(handlers="\n".join(lines))
+        shown = self.none_examples_for(decision)
+        none = " Examples: " + "; ".join(f'"{u}"' for u in shown) if shown else ""
+        return self.system_template.format(handlers="\n".join(lines), none_examples=none)
 
     def plan(self, decision: Decision, default_route: str | None,
              recent: Sequence[str] = ()) -> Plan[Decision]:
@@ -89,8 +101,10 @@ class Classifier:
             cached = self._cache.get(key)
             if cached is not None:
                 self._cache.move_to_end(key)
+        shown = tuple(self.none_examples_for(decision))
         if cached is not None:
-            call = ClassifierCall(model=self.spec.key, answer=cached, latency_ms=0.0, cached=True)
+            call = ClassifierCall(model=self.spec.key, answer=cached, latency_ms=0.0, cached=True,
+                                  none_examples=shown)
             return _resolved(decision, cached, call, default_route)
         t0 = time.perf_counter()
         outcome = completed((yield ModelCall(
@@ -101,13 +115,13 @@ class Classifier:
         if isinstance(outcome, ProviderError):
             kind = "timed out" if _timed_out(outcome) else "failed"
             call = ClassifierCall(model=self.spec.key, answer=None, latency_ms=latency,
-                                  error=f"{kind}: {outcome}")
+                                  error=f"{kind}: {outcome}", none_examples=shown)
             return _resolved(decision, None, call, default_route)
         call = ClassifierCall(model=self.spec.key, answer=outcome.label, latency_ms=latency,
                               input_tokens=outcome.usage.input_tokens,
                               output_tokens=outcome.usage.output_tokens,
                               error=None if outcome.label else
-                              f"invalid answer {outcome.text[:80]!r}")
+                              f"invalid answer {outcome.text[:80]!r}", none_examples=shown)
         if outcome.label is not None:
             with self._lock:
                 self._cache[key] = outcome.label

@@ -39,7 +39,8 @@ class Candidate:
 
 @dataclass(frozen=True)
 class ClassifierCall:
-    """What the fallback classifier did: which model, what it answered, what it cost."""
+    """What the fallback classifier did: which model, what it answered, what it cost, and
+    the out-of-scope examples its prompt showed under `none` (empty: none shown)."""
 
     model: str
     answer: str | None
@@ -48,6 +49,7 @@ class ClassifierCall:
     output_tokens: int = 0
     cached: bool = False
     error: str | None = None
+    none_examples: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ class Decision:
     `negatives` lists the negatives and out-of-scope examples that lowered route scores, in
     the order applied (empty when none did); `score`, `margin` and `candidates` are the
     lowered ones.
+    `oos_neighbours` are the route set's out-of-scope examples nearest the query (empty when
+    it has none): the fallback classifier shows them as examples of `none`.
     """
 
     query: str
@@ -156,6 +160,7 @@ class Decision:
     context: tuple[TurnWeight, ...] = ()
     tier: TierChoice | None = None
     negatives: tuple[NegativeHit, ...] = ()
+    oos_neighbours: tuple[Neighbour, ...] = ()
 
     @classmethod
     def explicit(cls, query: str, model_key: str) -> Decision:

@@ -22,6 +22,8 @@ from semroute.index import (
     Scored,
     apply_contrast,
     blend_lexical,
+    contrast_sims,
+    nearest_oos,
     score_query,
 )
 from semroute.routing.decision import Candidate, Decision, Method, NegativeHit, Neighbour
@@ -170,24 +172,31 @@ class Matcher:
                  sims: NDArray[np.float32], ids: NDArray[np.int64],
                  query: NDArray[np.float32]) -> Decision:
         t0 = time.perf_counter()
-        scored, negatives = self.score_contrasted(text, sims, ids, query)
+        scored, negatives, oos = self.score_contrasted(text, sims, ids, query)
         return self.decide_scored(text, truncated, timings, scored, [(sims, ids)], t0,
-                                  negatives=negatives)
+                                  negatives=negatives, oos_neighbours=oos)
 
     def score_contrasted(self, text: str, sims: NDArray[np.float32], ids: NDArray[np.int64],
-                         query: NDArray[np.float32]) -> tuple[Scored, tuple[NegativeHit, ...]]:
+                         query: NDArray[np.float32]
+                         ) -> tuple[Scored, tuple[NegativeHit, ...], tuple[Neighbour, ...]]:
         """Route scores of one query (`score_one`), lowered where a negative or out-of-scope
-        example comes close (index/contrast.py), and those penalties for the Decision."""
+        example comes close (index/contrast.py), those penalties for the Decision, and the
+        out-of-scope examples nearest the query (one product with the contrast rows)."""
         idx, s = self.index, self.routes.settings
         scored = self.score_one(text, sims, ids, query)
-        if idx.contrast is None or s.contrast_weight == 0:
-            return scored, ()
+        if idx.contrast is None or not len(idx.contrast):
+            return scored, (), ()
+        csims = contrast_sims(idx.contrast, query)
+        oos = tuple(Neighbour(t, round(sim, 6))
+                    for t, sim in nearest_oos(idx.contrast, csims, NEIGHBOURS_SHOWN))
+        if s.contrast_weight == 0:
+            return scored, (), oos
         scored, found = apply_contrast(scored, sims, ids, query, idx.labels, idx.stats.offsets,
                                        idx.contrast, margin=s.contrast_margin,
-                                       weight=s.contrast_weight)
+                                       weight=s.contrast_weight, csims=csims)
         return scored, tuple(NegativeHit(p.kind, idx.route_names[p.route], p.text,
                                          round(p.similarity, 6), round(p.nearest, 6),
-                                         round(p.penalty, 6)) for p in found)
+                                         round(p.penalty, 6)) for p in found), oos
 
     def rejects(self, scored: Scored) -> str | None:
         """Why the index would not decide on these scores alone (None: it would)."""
@@ -201,10 +210,12 @@ class Matcher:
     def decide_scored(self, text: str, truncated: bool, timings: dict[str, float],
                       scored: Scored, hits: Sequence[tuple[NDArray[np.float32],
                                                            NDArray[np.int64]]],
-                      t0: float, *, negatives: tuple[NegativeHit, ...] = ()) -> Decision:
+                      t0: float, *, negatives: tuple[NegativeHit, ...] = (),
+                      oos_neighbours: tuple[Neighbour, ...] = ()) -> Decision:
         """Apply the thresholds to route scores; `hits` are the kNN rows the nearest
         utterances shown are drawn from (the query's, or every turn's that counted);
-        `negatives` the penalties already in the scores, named in the reason."""
+        `negatives` the penalties already in the scores, named in the reason;
+        `oos_neighbours` the out-of-scope examples nearest the query, carried along."""
         idx = self.index
         shown = scored.order[:CANDIDATES_SHOWN].tolist()
         near: dict[int, list[Neighbour]] = {r: [] for r in shown}
@@ -243,7 +254,7 @@ class Matcher:
                         threshold=threshold, margin_threshold=th.margin, reason=reason,
                         candidates=candidates, truncated=truncated,
                         timings_ms=dict(timings, score=(time.perf_counter() - t0) * 1e3),
-                        negatives=negatives)
+                        negatives=negatives, oos_neighbours=oos_neighbours)
 
 
 def explain_negative(hit: NegativeHit) -> str:
