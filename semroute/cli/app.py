@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from semroute.cli.common import DEFAULT_INDEX, index_arg, read_queries, routes_arg
+from semroute.encoders import default_margin
 from semroute.errors import SemrouteError
 
 Verb = Callable[[argparse.Namespace], int]
@@ -147,9 +148,11 @@ def cmd_routes(args: argparse.Namespace) -> int:
                       f"{'' if r.ladder is not None else ', router.ladder'})")
         print(f"{r.name:<{width}}  {len(r.utterances):>4}  {chain}  {r.file.name}")
     s = rs.settings
+    margin = (f"auto ({default_margin(s.encoder):g})" if s.margin_threshold == "auto"
+              else f"{s.margin_threshold}")
     print(f"\n{len(rs.routes)} routes, {sum(len(r.utterances) for r in rs.routes)} utterances; "
           f"encoder {s.encoder} ({s.backend}); thresholds score {s.score_threshold} "
-          f"margin {s.margin_threshold}; default route {s.default_route or '-'}")
+          f"margin {margin}; default route {s.default_route or '-'}")
     return 0
 
 

@@ -304,7 +304,8 @@ class RouterSettings(_Strict):
     blend_alpha: float = Field(default=0.4, ge=0.0, le=1.0)
     lexical_weight: float = Field(default=0.0, ge=0.0, le=1.0)  # index/lexical.py; 0 = off
     score_threshold: Annotated[float, Field(ge=-1.0, le=1.0)] | Literal["auto"] = "auto"
-    margin_threshold: float = Field(default=0.05, ge=0.0, le=2.0)
+    # auto: the encoder's default margin (encoders/packaged.py; 0.05 for an unknown encoder)
+    margin_threshold: Annotated[float, Field(ge=0.0, le=2.0)] | Literal["auto"] = "auto"
     max_query_chars: int = Field(default=2000, ge=16)
     classifier_model: str | None = None
     classifier_timeout: float = Field(default=10.0, gt=0)

