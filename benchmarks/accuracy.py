@@ -639,6 +639,7 @@ def meta(cfg: BenchConfig, wall_s: float,
          peer_v: dict[str, str] | None) -> dict[str, Any]:
     """Machine, versions, settings, command, date and wall time."""
     from semroute.config import RouterSettings
+    from semroute.encoders import default_margin
 
     defaults = RouterSettings()
     versions = machine_versions(("semroute-llm", "sentence-transformers", "faiss-cpu",
@@ -654,7 +655,10 @@ def meta(cfg: BenchConfig, wall_s: float,
                                                                            cfg.ks],
                      "seeds_small_k": cfg.seeds, "small_k": SMALL_K,
                      "score_threshold": defaults.score_threshold,
-                     "margin_threshold": defaults.margin_threshold, "top_k": defaults.top_k,
+                     "margin_threshold": (f"auto = {default_margin(cfg.encoder):g}"
+                                          if defaults.margin_threshold == "auto"
+                                          else defaults.margin_threshold),
+                     "top_k": defaults.top_k,
                      "target_misroute": cfg.targets, "oos_recall_goals": cfg.oos_recalls,
                      "threads": cfg.threads,
                      "peer": cfg.peer},
