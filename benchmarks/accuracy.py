@@ -266,7 +266,7 @@ class SemrouteRunner:
         """Index-only and fitted runs; also returns the test top-1 routes (for agreement).
         With `oos` (out-of-scope examples), the rows are named `system` and its fits."""
         import semroute
-        from semroute.quality import evaluate_with, fit_oos_recall, fit_thresholds
+        from semroute.quality import FitResult, evaluate_with, fit_oos_recall, fit_thresholds
 
         ds, cfg = self.ds, self.cfg
         write_route_set(self.routes_dir, ds, utterances, self.backend,
@@ -290,34 +290,30 @@ class SemrouteRunner:
         runs = [Run(ds.name, k, seed, system, self.backend, summarise(base, tops, ds),
                     dict(common, thresholds={"score": th.score, "margin": th.margin}))]
         fitted_msgs = []
+
+        def add_fitted(name: str, fit: FitResult, started: float, info: dict[str, Any]) -> None:
+            fitted = evaluate_with(test, ds.test, fit.thresholds(), ds.routes)
+            runs.append(Run(ds.name, k, seed, name, self.backend, summarise(fitted, tops, ds),
+                            dict(common, fit_s=round(time.perf_counter() - started, 3), fit={
+                                "message": fit.message, "score_threshold": fit.score_threshold,
+                                "margin_threshold": fit.margin_threshold,
+                                "valid_coverage": fit.coverage,
+                                "valid_index_misroute": fit.misroute, "valid_rows": fit.rows,
+                                **info})))
+
         for target in cfg.targets:
             t4 = time.perf_counter()
             fit = fit_thresholds(valid, ds.valid, target_misroute=target)
-            fitted = evaluate_with(test, ds.test, fit.thresholds(), ds.routes)
             name = system + fit_system(target).removeprefix("semroute")
-            runs.append(Run(
-                ds.name, k, seed, name, self.backend, summarise(fitted, tops, ds),
-                dict(common, fit_s=round(time.perf_counter() - t4, 3), fit={
-                    "feasible": fit.feasible, "message": fit.message,
-                    "score_threshold": fit.score_threshold,
-                    "margin_threshold": fit.margin_threshold,
-                    "per_route_thresholds": len(fit.per_route),
-                    "valid_coverage": fit.coverage, "valid_index_misroute": fit.misroute,
-                    "target_misroute": fit.target, "valid_rows": fit.rows})))
+            add_fitted(name, fit, t4, {"feasible": fit.feasible, "target_misroute": fit.target,
+                                       "per_route_thresholds": len(fit.per_route)})
             fitted_msgs.append(f"{name} {fmt(runs[-1].metrics['in_scope_accuracy'])}"
                                + ("" if fit.feasible else " (infeasible)"))
         for goal in cfg.oos_recalls if ds.has_oos else ():
             t4 = time.perf_counter()
             fit = fit_oos_recall(valid, ds.valid, oos_recall=goal)
-            fitted = evaluate_with(test, ds.test, fit.thresholds(), ds.routes)
             name = system + recall_system(goal).removeprefix("semroute")
-            runs.append(Run(
-                ds.name, k, seed, name, self.backend, summarise(fitted, tops, ds),
-                dict(common, fit_s=round(time.perf_counter() - t4, 3), fit={
-                    "message": fit.message, "score_threshold": fit.score_threshold,
-                    "margin_threshold": fit.margin_threshold, "oos_recall_goal": goal,
-                    "valid_coverage": fit.coverage, "valid_index_misroute": fit.misroute,
-                    "valid_rows": fit.rows})))
+            add_fitted(name, fit, t4, {"oos_recall_goal": goal})
             m = runs[-1].metrics
             fitted_msgs.append(f"{name} {fmt(m['in_scope_accuracy'])} at OOS "
                                f"{fmt(m['oos_recall'])}")

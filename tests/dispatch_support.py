@@ -31,15 +31,18 @@ def catalogue(models: dict[str, dict[str, Any]], **router: Any) -> dict[str, Any
     return {"profile": "test", "profiles": {"test": models}, "router": settings}
 
 
-def write_set(directory: Path, models: dict[str, dict[str, Any]], chain: list[str],
+def write_set(directory: Path, models: dict[str, dict[str, Any]], chain: list[str], *,
+              system_prompt: str | None = "Answer in one short sentence.",
               **router: Any) -> Path:
     """Write TINY_ROUTES with every route mapped to `chain` (utterances unchanged, so an index
-    built from any such set stays valid: models are not part of the index)."""
+    built from any such set stays valid: models are not part of the index); `system_prompt`
+    None leaves the routes without one (it counts in a budget's token bound)."""
     directory.mkdir(parents=True, exist_ok=True)
     for stem, spec in TINY_ROUTES.items():
         spec = copy.deepcopy(spec)
         spec["model"] = chain
-        spec["system_prompt"] = "Answer in one short sentence."
+        if system_prompt is not None:
+            spec["system_prompt"] = system_prompt
         (directory / f"{stem}.yaml").write_text(yaml.safe_dump(spec))
     (directory / "models.yaml").write_text(yaml.safe_dump(catalogue(models, **router)))
     return directory

@@ -4,14 +4,13 @@ model, filtered and shown as a patch to review; `--write` applies it after valid
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
 
 def register(sub: Any) -> None:
     """Add the `augment` verb to the `semroute` sub-parsers."""
     from semroute.cli.common import index_arg, routes_arg
+    from semroute.cli.patch_output import patch_args
 
     p = sub.add_parser("augment", help="ask the configured model for new utterances of "
                                        "thin routes, as a patch to review")
@@ -26,22 +25,16 @@ def register(sub: Any) -> None:
                         "else the route's first model)")
     p.add_argument("--n", type=int, default=12, metavar="N",
                    help="paraphrases to ask for per route (default 12)")
-    p.add_argument("--per-route", type=int, default=5, metavar="N",
-                   help="at most N new utterances per route (default 5)")
-    p.add_argument("--out", metavar="FILE", default=None, help="write the patch to FILE")
-    p.add_argument("--write", action="store_true",
-                   help="apply the patch to the route files (validated first)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    patch_args(p)
     p.set_defaults(func=cmd_augment)
 
 
 def cmd_augment(args: argparse.Namespace) -> int:
+    from semroute.cli.patch_output import emit_patch
     from semroute.config import load_routes
     from semroute.dispatching import Dispatcher
     from semroute.errors import SemrouteError
-    from semroute.files import write_atomic
     from semroute.quality.augmenting import augment
-    from semroute.quality.route_patch import apply_patch
     from semroute.routing import Router
 
     routes = load_routes(args.routes, profile=args.profile)
@@ -66,22 +59,4 @@ def cmd_augment(args: argparse.Namespace) -> int:
 
     found = augment(dispatcher.router, names, ask, model=key, n=args.n,
                     per_route=args.per_route)
-    diff = found.patch.diff()
-    if args.out:
-        write_atomic(args.out, diff.encode("utf-8"))
-    written = apply_patch(found.patch, profile=args.profile) if args.write else []
-    if args.json:
-        print(json.dumps({**found.to_dict(), "written": [str(p) for p in written]}))
-        return 0
-    print(found.summary())
-    if found.patch.empty:
-        print("\nnothing to change")
-    elif written:
-        print(f"\nwrote {len(written)} route file(s): {', '.join(p.name for p in written)}; "
-              f"now run `semroute build`", file=sys.stderr)
-    else:
-        if not args.out:
-            print("\n" + diff, end="")
-        print("\nreview the patch, then apply it with --write (and run `semroute build`)",
-              file=sys.stderr)
-    return 0
+    return emit_patch(args, found.patch, found.to_dict, found.summary, "augment")

@@ -4,8 +4,6 @@ logged (new utterances, tier moves); `--write` applies it after validating the r
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ from typing import Any
 def register(sub: Any) -> None:
     """Add the `suggest` verb to the `semroute` sub-parsers."""
     from semroute.cli.common import index_arg, routes_arg
+    from semroute.cli.patch_output import patch_args
 
     p = sub.add_parser("suggest", help="propose new utterances and tier moves from logged "
                                        "requests, feedback and outcomes, as a patch")
@@ -24,25 +23,19 @@ def register(sub: Any) -> None:
                    help="trace JSONL file with queries (router.trace_include_query); repeatable")
     p.add_argument("--since", metavar="T", default=None,
                    help="only what was logged since T: epoch seconds, ISO time, or 7d/12h")
-    p.add_argument("--per-route", type=int, default=5, metavar="N",
-                   help="at most N new utterances per route (default 5)")
     p.add_argument("--target", type=float, default=0.8, metavar="Q",
                    help="quality a route's model should reach (tier moves; default 0.8)")
     p.add_argument("--min-outcomes", type=int, default=20, metavar="N",
                    help="outcomes a tier move needs (default 20)")
-    p.add_argument("--out", metavar="FILE", default=None, help="write the patch to FILE")
-    p.add_argument("--write", action="store_true",
-                   help="apply the patch to the route files (validated first)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    patch_args(p)
     p.set_defaults(func=cmd_suggest)
 
 
 def cmd_suggest(args: argparse.Namespace) -> int:
+    from semroute.cli.patch_output import emit_patch
     from semroute.config import load_routes
     from semroute.errors import SemrouteError
-    from semroute.files import write_atomic
     from semroute.outcomes import OutcomeStore, store_path
-    from semroute.quality.route_patch import apply_patch
     from semroute.quality.suggesting import parse_time
     from semroute.quality.suggestions import suggest
     from semroute.routing import Router
@@ -63,25 +56,4 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     finally:
         if store is not None:
             store.close()
-    diff = found.patch.diff()
-    if args.out:
-        write_atomic(args.out, diff.encode("utf-8"))
-    written = apply_patch(found.patch, profile=args.profile) if args.write else []
-    if args.json:
-        print(json.dumps({**found.to_dict(), "written": [str(p) for p in written]}))
-        return 0
-    print(found.summary())
-    if found.patch.empty:
-        print("\nnothing to change")
-        return 0
-    if not args.out and not args.write:
-        print("\n" + diff, end="")
-    elif args.out:
-        print(f"\npatch: {args.out} (apply with `git apply` or `semroute suggest --write`)")
-    if written:
-        print(f"\nwrote {len(written)} route file(s): {', '.join(p.name for p in written)}; "
-              f"now run `semroute build`", file=sys.stderr)
-    else:
-        print("\nreview the patch, then apply it with --write (and run `semroute build`)",
-              file=sys.stderr)
-    return 0
+    return emit_patch(args, found.patch, found.to_dict, found.summary, "suggest")

@@ -17,7 +17,8 @@ from semroute.errors import (
     RetryableProviderError,
     StreamInterruptedError,
 )
-from semroute.providers.base import POOL_LIMITS, Completion, Provider
+from semroute.providers.base import Completion, Provider
+from semroute.providers.clients import POOL_LIMITS
 from semroute.providers.effects import (
     ModelCall,
     Offload,

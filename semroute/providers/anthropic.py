@@ -17,7 +17,8 @@ from anthropic.types import Message as AnthropicMessage
 from anthropic.types import RawMessageStreamEvent
 
 from semroute.config import Usage
-from semroute.providers.base import POOL_LIMITS, Provider
+from semroute.providers.base import Provider
+from semroute.providers.clients import POOL_LIMITS
 from semroute.providers.errors import SdkErrors
 from semroute.providers.request import (
     ChatRequest,

@@ -7,24 +7,20 @@ stream bookkeeping in streaming.py, the error taxonomy in errors.py.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
-import threading
 import time
-import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
 
-import httpx2
-
 from semroute.config import ModelSpec, ProviderName, StructuredMode, Usage
 from semroute.errors import ErrorScope, FatalProviderError, ProviderError, RetryableProviderError
+from semroute.providers.clients import CLIENTS
 from semroute.providers.errors import (
     PLACEHOLDER_KEY,
     SdkErrors,
@@ -58,41 +54,8 @@ class Completion:
     tool_calls: tuple[ToolCall, ...] = ()
 
 
-# ---------------------------------------------------------------- clients
-
-T = TypeVar("T")
 C = TypeVar("C")
 AC = TypeVar("AC")
-
-
-class _ClientCache:
-    """SDK clients keyed by (provider, base_url, key env, key fingerprint); async ones per loop,
-    since an async HTTP pool cannot outlive the event loop it was made on."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sync: dict[tuple[str, ...], Any] = {}
-        self._by_loop: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[tuple[str, ...], Any]
-        ] = weakref.WeakKeyDictionary()
-
-    def get(self, key: tuple[str, ...], make: Callable[[], T], *, is_async: bool) -> T:
-        with self._lock:
-            pool = (
-                self._by_loop.setdefault(asyncio.get_running_loop(), {}) if is_async else self._sync
-            )
-            if key not in pool:
-                pool[key] = make()
-            client: T = pool[key]
-            return client
-
-
-_CLIENTS = _ClientCache()
-
-POOL_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=16)
-"""The SDK clients' HTTP pool: the SDKs' own 1000 connections, but at most 16 kept idle (theirs:
-100). The pool probes every idle connection's socket on each request, so after a burst 100 idle
-connections cost ~2 ms of event-loop CPU per request (benchmarks/results/gateway.md)."""
 
 
 @dataclass(frozen=True)
@@ -279,12 +242,12 @@ class Provider(ABC, Generic[C, AC]):
         return (self.name, self.spec.base_url or "", self.spec.api_key_env or "", fingerprint)
 
     def _client(self, api_key: str) -> C:
-        return _CLIENTS.get(
+        return CLIENTS.get(
             self._cache_key(api_key), lambda: self._new_client(api_key), is_async=False
         )
 
     def _aclient(self, api_key: str) -> AC:
-        return _CLIENTS.get(
+        return CLIENTS.get(
             self._cache_key(api_key), lambda: self._new_async_client(api_key), is_async=True
         )
 

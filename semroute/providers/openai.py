@@ -13,7 +13,8 @@ import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from semroute.config import Usage
-from semroute.providers.base import POOL_LIMITS, Provider
+from semroute.providers.base import Provider
+from semroute.providers.clients import POOL_LIMITS
 from semroute.providers.errors import SdkErrors
 from semroute.providers.request import (
     ChatRequest,
