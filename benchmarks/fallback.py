@@ -153,6 +153,13 @@ def run_dataset(name: str, split: str, n: int, base_url: str, args: argparse.Nam
         "index_in_scope_ci": list(wilson(round(acc0 * t_in), t_in)),
         "index_side": side, "sample": len(sample), **prior,
     }
+    if prior:  # per sampled query, top-1 beside the LLM run's answer (a paired comparison)
+        llm_right = {o["text"]: o["correct"] for o in prior.pop("outcomes")}
+        out["sample_outcomes"] = [
+            {"text": rows[i].text, "gold": None if rows[i].label == OOS else rows[i].label,
+             "index_top1": top_route(decisions[i]),
+             "index_top1_correct": top_route(decisions[i]) == rows[i].label,
+             "llm_correct": llm_right[rows[i].text]} for i in sample]
     if "oos_recall" in scored and scored["oos_recall"] is not None:
         out["index_oos_recall"] = scored["oos_recall"]
     t = side

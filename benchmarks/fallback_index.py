@@ -83,6 +83,10 @@ def index_table(results: Sequence[dict[str, Any]]) -> str:
         head += (" on the LLM's sample (in-scope): top-1 acc (95% CI) | LLM acc (95% CI) | "
                  "in-scope acc + LLM (sampled estimate) |")
         rule += "---|---|---|"
+    paired = any("sample_outcomes" in r for r in results)
+    if paired:
+        head += " in-scope sampled right: both / top-1 only / LLM only |"
+        rule += "---|"
     lines = [head, rule]
     for r in results:
         t = r["index_side"]
@@ -105,13 +109,21 @@ def index_table(results: Sequence[dict[str, Any]]) -> str:
                      f"{pct(r['with_fallback_in_scope_acc'])}"
                      + (f" (OOS recall {pct(r['with_fallback_oos_recall'])})"
                         if r.get("with_fallback_oos_recall") is not None else "") + " |")
+        if paired:
+            ins = [o for o in r.get("sample_outcomes", []) if o["gold"] is not None]
+            top = [o["index_top1_correct"] for o in ins]
+            llm_ok = [o["llm_correct"] for o in ins]
+            line += (f" {sum(a and b for a, b in zip(top, llm_ok, strict=True))} / "
+                     f"{sum(a and not b for a, b in zip(top, llm_ok, strict=True))} / "
+                     f"{sum(b and not a for a, b in zip(top, llm_ok, strict=True))} |"
+                     if ins else " — |")
         lines.append(line)
     return "\n".join(lines)
 
 
 LLM_FIELDS = ("sample", "sample_in_scope", "classifier_in_scope_acc", "classifier_in_scope_ci",
               "with_fallback_in_scope_acc", "with_fallback_ci", "with_fallback_oos_recall",
-              "model")
+              "model", "outcomes")
 
 
 def llm_sample(prior: dict[str, Any], dataset: str, split: str, rows: Sequence[Any],

@@ -156,7 +156,7 @@ def test_top1_is_scored_on_the_queries_an_earlier_llm_run_sampled(tmp_path: Path
         "dataset": "tiny", "split": "test", "sample": 2, "sample_in_scope": 1,
         "classifier_in_scope_acc": 0.0, "classifier_in_scope_ci": [0.0, 0.7935],
         "with_fallback_in_scope_acc": 0.5, "with_fallback_oos_recall": 0.25,
-        "outcomes": [{"text": t} for t in sent_texts]}]}
+        "outcomes": [{"text": t, "correct": t != "louder"} for t in sent_texts]}]}
     llm = tmp_path / "llm.json"
     llm.write_text(json.dumps(prior), encoding="utf-8")
     assert main([*args, "--out", str(tmp_path / "b"), "--llm-results", str(llm)]) == 0
@@ -164,8 +164,14 @@ def test_top1_is_scored_on_the_queries_an_earlier_llm_run_sampled(tmp_path: Path
     assert r["sample"] == 2 and r["sample_in_scope"] == 1
     assert (r["index_side"]["sample_top1_hits"], r["index_side"]["sample_top1_acc"]) == (1, 1.0)
     md = (tmp_path / "b" / "fallback_top1.md").read_text(encoding="utf-8")
-    assert "| 100% (21%–100%; 1/1) | 0% (0%–79%) | 50.0% (OOS recall 25.0%) |" in md
-    prior["results"][0]["outcomes"].append({"text": "play some blues"})  # routed: not sent
+    assert "| 100% (21%–100%; 1/1) | 0% (0%–79%) | 50.0% (OOS recall 25.0%) | 0 / 1 / 0 |" in md
+    assert r["sample_outcomes"] == [
+        {"text": "louder", "gold": "music", "index_top1": "music", "index_top1_correct": True,
+         "llm_correct": False},
+        {"text": "tell me a joke", "gold": None, "index_top1": "music",
+         "index_top1_correct": False, "llm_correct": True}]
+    routed = {"text": "play some blues", "correct": True}  # the index routed it: not sent
+    prior["results"][0]["outcomes"].append(routed)
     llm.write_text(json.dumps(prior), encoding="utf-8")
     with pytest.raises(ValueError, match="1 queries the LLM saw on tiny are not sent here"):
         main([*args, "--out", str(tmp_path / "c"), "--llm-results", str(llm)])
