@@ -71,6 +71,15 @@ def pct(x: float | None, digits: int = 1) -> str:
     return "—" if x is None else f"{100 * x:.{digits}f}%"
 
 
+def pairs(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per sampled query, whether top-1 and the LLM were right: from an LLM run's outcomes, or
+    from `--llm-results` (none when the outcomes predate the top-1 field)."""
+    if "sample_outcomes" in r:
+        return list(r["sample_outcomes"])
+    return [dict(o, llm_correct=o["correct"]) for o in r.get("outcomes", [])
+            if "index_top1_correct" in o]
+
+
 def index_table(results: Sequence[dict[str, Any]]) -> str:
     """Index only against index + top-1 on the sent queries (exact), and, when the LLM ran,
     top-1 against the LLM on the same sampled queries (Wilson 95% intervals)."""
@@ -83,7 +92,7 @@ def index_table(results: Sequence[dict[str, Any]]) -> str:
         head += (" on the LLM's sample (in-scope): top-1 acc (95% CI) | LLM acc (95% CI) | "
                  "in-scope acc + LLM (sampled estimate) |")
         rule += "---|---|---|"
-    paired = any("sample_outcomes" in r for r in results)
+    paired = any(pairs(r) for r in results)
     if paired:
         head += " in-scope sampled right: both / top-1 only / LLM only |"
         rule += "---|"
@@ -110,7 +119,7 @@ def index_table(results: Sequence[dict[str, Any]]) -> str:
                      + (f" (OOS recall {pct(r['with_fallback_oos_recall'])})"
                         if r.get("with_fallback_oos_recall") is not None else "") + " |")
         if paired:
-            ins = [o for o in r.get("sample_outcomes", []) if o["gold"] is not None]
+            ins = [o for o in pairs(r) if o["gold"] is not None]
             top = [o["index_top1_correct"] for o in ins]
             llm_ok = [o["llm_correct"] for o in ins]
             line += (f" {sum(a and b for a, b in zip(top, llm_ok, strict=True))} / "

@@ -68,11 +68,14 @@ def test_with_the_llm_top1_and_the_llm_are_compared_on_the_same_sample() -> None
     r = {"dataset": "hand", "floor": None, "sent_share": 3 / 8, "valid_sent_share": 0.4,
          "index_side": side, "sample": 2, "sample_in_scope": 1,
          "classifier_in_scope_acc": 1.0, "classifier_in_scope_ci": [0.2065, 1.0],
-         "with_fallback_in_scope_acc": 0.6}
+         "with_fallback_in_scope_acc": 0.6,
+         "outcomes": [{"gold": "music", "correct": True, "index_top1_correct": False},
+                      {"gold": None, "correct": True, "index_top1_correct": False}]}
     head, _, line = index_table([r]).splitlines()
     assert head.endswith("| on the LLM's sample (in-scope): top-1 acc (95% CI) | "
-                         "LLM acc (95% CI) | in-scope acc + LLM (sampled estimate) |")
-    assert line.endswith("| 0% (0%–79%; 0/1) | 100% (21%–100%) | 60.0% |")
+                         "LLM acc (95% CI) | in-scope acc + LLM (sampled estimate) | "
+                         "in-scope sampled right: both / top-1 only / LLM only |")
+    assert line.endswith("| 0% (0%–79%; 0/1) | 100% (21%–100%) | 60.0% | 0 / 0 / 1 |")
     assert "| — | 37.5% (40.0%) |" in line  # no floor
 
 
