@@ -148,6 +148,9 @@ def test_sighup_reloads_the_keys_in_one_process(served_set: tuple[Path, Path],
     served = start_serve(routes, index, config, tmp_path / "serve.log")
     try:
         reload_scenario(served, config, lambda: wait_for_text(served, "reloaded " + str(config)))
+        metrics = httpx2.get(f"{served.base_url}/metrics", timeout=10).text
+        assert 'semroute_settings_reloads_total{outcome="ok"} 1.0' in metrics
+        assert 'semroute_settings_reloads_total{outcome="refused"} 1.0' in metrics
         served.proc.send_signal(signal.SIGTERM)
         assert served.proc.wait(timeout=30) == 0
     finally:

@@ -145,6 +145,7 @@ class Gateway:
         new = reread(path, self.access.settings)
         if new is not None:
             self.access = Access.of(new)
+        self.metrics.settings_reloads.labels("refused" if new is None else "ok").inc()
         return new is not None
 
     def limiter(self, serving: Serving | None) -> RateLimiter:
