@@ -6,6 +6,7 @@ journal row is written (no lost traces). Real processes, real HTTP, loopback onl
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import threading
@@ -135,3 +136,29 @@ def test_sigterm_drains_in_flight_streams_on_both_workers(
     with OutcomeStore(routes / "outcomes.db") as store:
         journalled = {r.request_id for r in store.requests()}
     assert {s.request_id for s in streams} <= journalled, "a drained request's row was lost"
+
+
+def test_ctrl_c_drains_every_worker_and_exits_0(slow_upstream: FaultyServer,
+                                               tmp_path: Path) -> None:
+    index = shared_index(tmp_path)
+    routes = write_set(tmp_path / "served", {"slow": entry("openai", slow_upstream.base_url)},
+                       ["slow"])
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump({"keys": [{"name": "team", "sha256": hash_client_key(KEY)}],
+                                      "drain_seconds": DRAIN_S}))
+    served = start_serve(routes, index, config, tmp_path / "serve.log", workers=2,
+                         own_group=True)
+    try:
+        workers = served.workers()
+        stream = Stream(served, workers)
+        stream.start()
+        assert stream.opened.wait(30) and stream.error is None, stream.error
+        os.killpg(served.proc.pid, signal.SIGINT)  # Ctrl-C: the supervisor and each worker
+        stream.join(timeout=DRAIN_S + 10)
+        assert served.proc.wait(timeout=DRAIN_S + 10) == 0
+    finally:
+        if served.proc.poll() is None:
+            kill(served)
+    assert stream.error is None and stream.data[-1] == "[DONE]"
+    for pid in workers:
+        assert f"worker [{pid}] exited with code 0" in served.text()

@@ -57,15 +57,16 @@ def worker_app() -> Starlette:
 
 
 def _stopped(signum: int, frame: object) -> None:
-    """What uvicorn's re-raised SIGTERM does once the drain is over: nothing, so the process
-    ends normally (exit 0, atexit handlers run) instead of dying by the signal."""
+    """What uvicorn's re-raised SIGTERM/SIGINT does once the drain is over: nothing, so the
+    process ends normally (exit 0, atexit handlers run) instead of dying by the signal."""
 
 
 class GatewayConfig(uvicorn.Config):
     """uvicorn's Config, plus what a spawned worker process sets before its server starts
-    (uvicorn calls `configure_logging` first thing in the child): SIGTERM ends it with 0
-    after the drain, and SIGHUP is the supervisor's (a HUP to the process group is ignored).
-    The `semroute` loggers write through uvicorn's handlers, at its level."""
+    (uvicorn calls `configure_logging` first thing in the child): SIGTERM or SIGINT (Ctrl-C
+    reaches the whole process group) ends it with 0 after the drain, and SIGHUP is the
+    supervisor's (a HUP to the process group is ignored). The `semroute` loggers write
+    through uvicorn's handlers, at its level."""
 
     worker_signals = False  # set on the config the supervisor hands its workers
 
@@ -77,12 +78,13 @@ class GatewayConfig(uvicorn.Config):
                 ours.addHandler(handler)
             ours.setLevel(logging.getLogger("uvicorn.error").getEffectiveLevel())
         if self.worker_signals and multiprocessing.parent_process() is not None:
-            signal.signal(signal.SIGTERM, _stopped)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, _stopped)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def _config(app: Starlette | str, host: str, port: int, settings: GatewaySettings,
-            access_log: bool, log_level: str, workers: int = 1) -> uvicorn.Config:
+            access_log: bool, log_level: str, workers: int = 1) -> GatewayConfig:
     return GatewayConfig(app, host=host, port=port, access_log=access_log,
                           log_level=log_level, lifespan="on", workers=workers,
                           factory=isinstance(app, str),
@@ -117,7 +119,8 @@ def serve(routes: str | Path, index: str | Path, *, workers: int = 1, host: str 
     (`Supervisor`). SIGHUP re-reads `config_path` (gateway.yaml) in both modes."""
     settings = settings or GatewaySettings()
     if workers <= 1:
-        signal.signal(signal.SIGTERM, _stopped)  # restored by uvicorn after the drain
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _stopped)  # restored by uvicorn after the drain
         server(routes, index, host=host, port=port, profile=profile, settings=settings,
                access_log=access_log, log_level=log_level, redis_url=redis_url,
                config_path=config_path).run()
@@ -127,7 +130,7 @@ def serve(routes: str | Path, index: str | Path, *, workers: int = 1, host: str 
                       config_path=None if config_path is None else str(Path(config_path)
                                                                        .resolve()))
     config = _config(WORKER_APP, host, port, settings, access_log, log_level, workers)
-    config.worker_signals = True  # type: ignore[attr-defined]
+    config.worker_signals = True
     supervisor = Supervisor(config, [config.bind_socket()], spec)
     supervisor.run()
     if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):

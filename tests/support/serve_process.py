@@ -63,9 +63,10 @@ def alive(pid: int) -> bool:
 
 
 def start_serve(routes: Path, index: Path, config: Path, log: Path, *extra: str,
-                workers: int = 1, timeout: float = 180.0) -> Served:
+                workers: int = 1, timeout: float = 180.0, own_group: bool = False) -> Served:
     """Start `semroute serve` and wait until every worker has loaded its router (uvicorn logs
-    "Application startup complete." once per server, after the lifespan)."""
+    "Application startup complete." once per server, after the lifespan). `own_group`: in a
+    process group of its own, as a terminal would start it (for Ctrl-C: `os.killpg`)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "SEMROUTE_REDIS_URL"}
     env["PYTHONPATH"] = str(REPO)
@@ -75,7 +76,7 @@ def start_serve(routes: Path, index: Path, config: Path, log: Path, *extra: str,
                                  str(routes), "--index", str(index), "--port", str(port),
                                  "--config", str(config), *args, *extra],
                                 cwd=log.parent, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                text=True)
+                                text=True, process_group=0 if own_group else None)
     served = Served(proc, port, log)
     deadline = time.monotonic() + timeout
     while served.text().count("Application startup complete.") < workers:
