@@ -202,7 +202,6 @@ def test_semroute_serve_from_the_command_line(tmp_path: Path, llm_server: LLMSer
         assert denied.stdout == "401"
     finally:
         proc.send_signal(signal.SIGTERM)
-        # uvicorn drains, then re-raises the signal it caught: exit by SIGTERM, after cleanup
-        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0  # drained, then a normal exit (server.py)
     assert proc.stderr is not None
     assert "Finished server process" in proc.stderr.read()

@@ -186,7 +186,7 @@ def test_two_workers_answer_warn_share_the_budget_and_stop_on_sigterm(
         assert set(statuses) == {200, 429}
     finally:
         stopped, left = stop(served)
-    assert served.proc.returncode in (0, -signal.SIGTERM)
+    assert served.proc.returncode == 0
     assert len(stopped) == 2 and left == [], "SIGTERM to the supervisor stopped both workers"
     assert served.text().count("Finished server process") == 2, "each worker shut down"
 

@@ -37,7 +37,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(warning, file=sys.stderr, flush=True)
     return serve(args.routes, args.index, workers=args.workers, host=args.host,
                  port=args.port, profile=args.profile, settings=settings,
-                 access_log=args.access_log, redis_url=args.redis or None)
+                 access_log=args.access_log, redis_url=args.redis or None,
+                 config_path=args.config)
 
 
 def per_worker_warning(routes: str, profile: str | None, workers: int) -> str | None:

@@ -3,8 +3,9 @@ and dispatcher, with client keys, rate limits, metrics, tracing and hot reload.
 
 Modules: `app` (the Starlette app and handlers), `openai_wire` / `anthropic_wire` (the two
 wire formats), `calls` (the parsed request), `options` (fields and headers to dispatch
-options), `access` (client keys, rate limits), `failures` (errors to HTTP), `live` (hot
-reload), `metrics` (Prometheus), `tracing` (OpenTelemetry), `server` (uvicorn).
+options), `access` (client keys, rate limits, settings re-read on SIGHUP), `failures`
+(errors to HTTP), `live` (hot reload), `metrics` (Prometheus), `tracing` (OpenTelemetry),
+`server` (uvicorn, signals).
 """
 
 from __future__ import annotations

@@ -1,18 +1,31 @@
 """Who may call the gateway and how often: client keys (sha256 at rest) and per-key rate
 limits behind `RateLimiter`: in-process token buckets (per replica), or `SharedRateLimiter`'s
-buckets in Redis (one limit across replicas, the in-process buckets while Redis is down)."""
+buckets in Redis (one limit across replicas, the in-process buckets while Redis is down);
+`Access`, the settings of the moment, re-read from gateway.yaml on SIGHUP by `reread`."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
-from semroute.config import ClientKey, GatewaySettings, RateLimit, hash_client_key
-from semroute.errors import GatewayError
+from semroute.config import (
+    ClientKey,
+    GatewaySettings,
+    RateLimit,
+    hash_client_key,
+    load_gateway_config,
+)
+from semroute.errors import ConfigError, GatewayError
 from semroute.state import Circuit, RedisStore
 
+log = logging.getLogger("semroute.gateway")
+# fields read once at start-up: a SIGHUP in one process keeps their old values (logged)
+START_ONLY = ("cors_origins", "reload_poll_seconds", "drain_seconds", "tracing")
 ANONYMOUS = ClientKey(name="anonymous", sha256="0" * 64)
 KEY_PREFIX = "semroute:ratelimit"
 
@@ -49,6 +62,38 @@ class ClientKeys:
         if found is None:
             raise GatewayError(401, "invalid client key (ask the gateway's operator for one)")
         return found
+
+
+@dataclass(frozen=True)
+class Access:
+    """The gateway settings in force and the client keys they configure: one object, swapped
+    whole, so a request sees the old keys and limits or the new ones, never a mix."""
+
+    settings: GatewaySettings
+    keys: ClientKeys
+
+    @classmethod
+    def of(cls, settings: GatewaySettings) -> Access:
+        return cls(settings, ClientKeys(settings))
+
+
+def reread(path: str | Path, current: GatewaySettings,
+           start_only: Sequence[str] = START_ONLY) -> GatewaySettings | None:
+    """gateway.yaml read again (SIGHUP): the new settings, or None when the file is broken
+    (logged as an error naming file and field; the caller keeps `current`). Changes to the
+    fields in `start_only` are logged: they take effect at the next start."""
+    try:
+        new = load_gateway_config(path)
+    except ConfigError as exc:
+        log.error("semroute serve: SIGHUP: %s not reloaded, keeping the previous settings: %s",
+                  path, "; ".join(exc.problems))
+        return None
+    stale = [f for f in start_only if getattr(new, f) != getattr(current, f)]
+    if stale:
+        log.warning("semroute serve: SIGHUP: %s: %s changed; read at start-up only, in effect "
+                    "after a restart", path, ", ".join(stale))
+    log.info("semroute serve: SIGHUP: reloaded %s (%d client keys)", path, len(new.keys))
+    return new
 
 
 class RateLimiter(Protocol):

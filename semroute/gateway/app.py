@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
@@ -27,16 +29,23 @@ from semroute.dispatching import Response as Answer
 from semroute.errors import BudgetExceededError, GatewayError, ProviderError
 from semroute.gateway import anthropic_wire, openai_wire
 from semroute.gateway.access import (
-    ClientKeys,
+    Access,
     RateLimiter,
     SharedRateLimiter,
     TokenBucketLimiter,
     rate_limit,
+    reread,
 )
-from semroute.gateway.calls import Api, ChatCall
+from semroute.gateway.calls import Api, ChatCall, read_json
 from semroute.gateway.failures import Failure, failure_of
 from semroute.gateway.feedback_wire import answer_feedback, shadow_counters
-from semroute.gateway.live import LiveRouter, Serving, readiness_problems, settle_heap
+from semroute.gateway.live import (
+    LiveRouter,
+    Serving,
+    flush_journal,
+    readiness_problems,
+    settle_heap,
+)
 from semroute.gateway.metrics import GatewayMetrics
 from semroute.gateway.options import dispatch_options
 from semroute.gateway.tracing import Spans
@@ -72,25 +81,6 @@ def resolve_model(name: str, serving: Serving) -> str | None:
     raise GatewayError(404, f"model '{name}' is not '{ROUTED_MODEL}' (route it), a catalogue "
                             f"key or a model id of profile '{routes.profile}' (GET /v1/models "
                             f"lists them)", param="model")
-
-
-async def read_json(request: Request, limit: int) -> Any:
-    """The request's JSON body, refusing more than `limit` bytes (413) and bad JSON (400)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise GatewayError(413, f"request body of {declared} bytes is over the limit of "
-                                f"{limit} (limits.max_body_bytes)")
-    parts, size = [], 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise GatewayError(413, f"request body is over the limit of {limit} bytes "
-                                    f"(limits.max_body_bytes)")
-        parts.append(part)
-    try:
-        return json.loads(b"".join(parts))
-    except ValueError as exc:
-        raise GatewayError(400, f"the body is not valid JSON: {exc}", param="(body)") from None
 
 
 class StreamEnd:
@@ -135,8 +125,7 @@ class Gateway:
     def __init__(self, live: LiveRouter, settings: GatewaySettings,
                  limiter: RateLimiter | None = None,
                  metrics: GatewayMetrics | None = None, spans: Spans | None = None) -> None:
-        self.live, self.settings = live, settings
-        self.keys = ClientKeys(settings)
+        self.live, self.access = live, Access.of(settings)
         self._fixed_limiter = limiter
         self._local_limiter = TokenBucketLimiter()
         self._shared_limiter: tuple[object, RateLimiter] | None = None
@@ -145,6 +134,19 @@ class Gateway:
         self.metrics.watch_cooldowns(self._cooling)
         self.metrics.watch_shared_state(self._shared_status)
         self.metrics.watch_shadow(partial(shadow_counters, live))
+
+    @property
+    def settings(self) -> GatewaySettings:
+        return self.access.settings
+
+    def reload_settings(self, path: str | Path) -> bool:
+        """Re-read gateway.yaml (SIGHUP) and swap keys and limits in one assignment; a broken
+        file is logged and the settings in force stay. True when swapped."""
+        new = reread(path, self.access.settings)
+        if new is not None:
+            self.access = Access.of(new)
+        self.metrics.settings_reloads.labels("refused" if new is None else "ok").inc()
+        return new is not None
 
     def limiter(self, serving: Serving | None) -> RateLimiter:
         """The rate limiter: the one given, else Redis buckets when the router's shared state
@@ -204,8 +206,8 @@ class Gateway:
                 self.metrics.in_flight.dec()
 
     async def _dispatch(self, request: Request, api: Api) -> tuple[Answer, ChatCall]:
-        s = self.settings
-        client = self.keys.authenticate(request.headers)
+        access = self.access  # one request, one version of the settings
+        s, client = access.settings, access.keys.authenticate(request.headers)
         limiter = self.limiter(self.live.current)
         try:
             limited = (client.rate_limit or s.default_rate_limit) is not None
@@ -286,7 +288,7 @@ class Gateway:
 
     async def feedback(self, request: Request) -> Response:
         """`POST /v1/feedback` (feedback_wire.py): store feedback on an answered request."""
-        status, body = await answer_feedback(request, self.keys, self.live, partial(
+        status, body = await answer_feedback(request, self.access.keys, self.live, partial(
             read_json, request, self.settings.limits.max_body_bytes))
         self.metrics.requests.labels("feedback", str(status)).inc()
         return JSONResponse(body, status_code=status)
@@ -331,13 +333,15 @@ def create_app(routes: str | Path = "routes", index: str | Path = "indexes/defau
                profile: str | None = None, settings: GatewaySettings | None = None,
                limiter: RateLimiter | None = None,
                load: Callable[[], Router] | None = None,
-               span_exporter: Any = None, redis_url: str | None = None) -> Starlette:
+               span_exporter: Any = None, redis_url: str | None = None,
+               config_path: str | Path | None = None) -> Starlette:
     """The gateway app. The router is loaded at start-up (the server listens only once it is
     ready) and reloaded whenever the index's CURRENT names a new build. `load` replaces
     `Router.load(routes, index, profile=profile)`; `limiter` the rate limiter (default: Redis
     buckets when the shared state is Redis, else in-process); `span_exporter` (an
     OpenTelemetry SpanExporter) the exporter `tracing` names; `redis_url` puts every kind of
-    shared state on that Redis whatever `router.shared_state.backend` says."""
+    shared state on that Redis whatever `router.shared_state.backend` says. `config_path`
+    (gateway.yaml): SIGHUP re-reads it (main thread only; `Gateway.reload_settings`)."""
     settings = settings or GatewaySettings()
     index = Path(index)
 
@@ -364,9 +368,16 @@ def create_app(routes: str | Path = "routes", index: str | Path = "indexes/defau
         await anyio.to_thread.run_sync(gw.live.load_now)
         settle_heap()  # before the first request: nothing to stall yet
         watcher = asyncio.create_task(gw.live.watch(settings.reload_poll_seconds, settle_heap))
+        hup = config_path is not None and threading.current_thread() is threading.main_thread()
+        if hup and config_path is not None:
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGHUP, partial(gw.reload_settings, config_path))
         try:
             yield
         finally:
+            if hup:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            await anyio.to_thread.run_sync(flush_journal, gw.live.current)
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher

@@ -1,12 +1,15 @@
 """`ChatCall`: one chat request as both wire formats come to it (messages, system, limits,
-options), and the 400 that names the field a client got wrong."""
+options), the 400 that names the field a client got wrong, and `read_json`, the body read
+within the size limit."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import ValidationError
+from starlette.requests import Request
 
 from semroute.errors import GatewayError
 from semroute.providers import as_stop, as_tool_choice, as_tools, neutral_messages
@@ -89,3 +92,22 @@ def tool_extra(tools: Any, tool_choice: Any, parallel: bool | None, stop: Any,
         if value:
             out["stop" if name == stop_field else name] = value
     return out
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request's JSON body, refusing more than `limit` bytes (413) and bad JSON (400)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise GatewayError(413, f"request body of {declared} bytes is over the limit of "
+                                f"{limit} (limits.max_body_bytes)")
+    parts, size = [], 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise GatewayError(413, f"request body is over the limit of {limit} bytes "
+                                    f"(limits.max_body_bytes)")
+        parts.append(part)
+    try:
+        return json.loads(b"".join(parts))
+    except ValueError as exc:
+        raise GatewayError(400, f"the body is not valid JSON: {exc}", param="(body)") from None

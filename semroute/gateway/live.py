@@ -9,6 +9,7 @@ import contextlib
 import gc
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from semroute.dispatching import Dispatcher, DispatchState
 from semroute.routing import Router
 
 log = logging.getLogger("semroute.gateway")
+FLUSH_S = 10.0  # at most this long at shutdown for the journal writer
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,20 @@ def settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+
+
+def flush_journal(serving: Serving | None, timeout: float = FLUSH_S) -> None:
+    """Wait (at most `timeout` s) until the journal and outcome rows of answered requests are
+    written: at shutdown, after the drain, so a drained stream's trace is not lost with the
+    process (the background writer is a daemon thread)."""
+    recorder = None if serving is None else serving.dispatcher.state.recorder
+    if recorder is not None:
+        done = threading.Thread(target=recorder.join, name="semroute-flush", daemon=True)
+        done.start()
+        done.join(timeout)
+        if done.is_alive():
+            log.warning("semroute serve: journal writes still pending after %.0f s at "
+                        "shutdown", timeout)
 
 
 def readiness_problems(router: Router) -> list[str]:

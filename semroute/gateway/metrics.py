@@ -110,6 +110,9 @@ class GatewayMetrics:
                                        "budget, by client", ["client"], registry=r)
         self.reloads = Counter("semroute_reloads", "Router reloads after a new build, by "
                                "outcome", ["outcome"], registry=r)
+        self.settings_reloads = Counter("semroute_settings_reloads", "gateway.yaml re-read "
+                                        "on SIGHUP, by outcome (ok, refused)", ["outcome"],
+                                        registry=r)
         self.in_flight = Gauge("semroute_in_flight", "Requests being answered now", registry=r)
         self.build = Gauge("semroute_build_info", "The index build being served (value 1)",
                            ["build_id"], registry=r)

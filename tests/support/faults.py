@@ -125,6 +125,7 @@ class FaultyServer:
     hold_s: float = 1.5
     retry_after: str = "0"
     cut_after: int = 2
+    chunk_s: float = 0.0  # a valid streamed answer pauses this long before each text chunk
     tool_arguments: Mapping[str, Any] = field(default_factory=lambda: {"city": "Paris"})
     tool_calls: int = 1  # calls per tool-calling answer (tests/support/tool_turns.py)
     hits: list[Hit] = field(default_factory=list)
@@ -381,7 +382,11 @@ def _handler_for(server: FaultyServer) -> type[BaseHTTPRequestHandler]:
                     server._stop.wait(server.slow_s)
                 if stream:
                     self._sse_start()
-                    self._sse_send([*opening, *texts, *closing])
+                    self._sse_send(opening)
+                    for text in texts:  # a slow model: `chunk_s` before each chunk
+                        server._stop.wait(server.chunk_s)
+                        self._sse_send([text])
+                    self._sse_send(closing)
                     self._sse_end()
                 else:
                     self._json(200, whole)
