@@ -9,11 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
@@ -25,8 +22,9 @@ from semroute.config import hash_client_key
 from semroute.index import build_index
 from semroute.policies import estimate_input_tokens
 from tests.dispatch_support import entry, shared_index, write_set
-from tests.support.llm_server import FaultServer, free_port
+from tests.support.llm_server import FaultServer
 from tests.support.redis_server import RedisServer
+from tests.support.serve_process import Served, alive, serving_pid, start_serve
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "sk-team-workers-0001"
@@ -37,51 +35,14 @@ CAP = estimate_input_tokens(HI, None) + MAX_TOKENS + PER_CALL + 1  # two `dear` 
 WARNING = "enforced per worker"
 
 
-@dataclass
-class Served:
-    """A running `semroute serve --workers N`: the supervisor process, its port and stderr."""
-
-    proc: subprocess.Popen[str]
-    port: int
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def workers(self) -> list[int]:
-        """The worker processes: the supervisor's children started by multiprocessing's spawn
-        (not its resource tracker)."""
-        pid = self.proc.pid
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        return [int(k) for k in kids
-                if "spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes().decode(errors="replace")]
-
-    def client(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", api_key=KEY,
-                             max_retries=0, timeout=30)
+def start(routes: Path, index: Path, config: Path, log: Path, *extra: str) -> Served:
+    """`semroute serve --workers 2`, every worker's router loaded."""
+    return start_serve(routes, index, config, log, *extra, workers=2)
 
 
-def start(routes: Path, index: Path, config: Path, log: Path, *extra: str,
-          workers: int = 2, timeout: float = 180.0) -> Served:
-    """Start `semroute serve --workers N` and wait until every worker has loaded its router
-    (uvicorn logs "Application startup complete." once per worker, after the lifespan)."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "SEMROUTE_REDIS_URL"}
-    env["PYTHONPATH"] = str(REPO)
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "semroute.cli", "serve", "--routes",
-                                 str(routes), "--index", str(index), "--port", str(port),
-                                 "--config", str(config), "--workers", str(workers), *extra],
-                                cwd=log.parent, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                text=True)
-    served = Served(proc, port, log)
-    deadline = time.monotonic() + timeout
-    while served.text().count("Application startup complete.") < workers:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop(served)
-            raise RuntimeError(f"semroute serve did not start:\n{served.text()[-3000:]}")
-        time.sleep(0.2)
-    return served
+def sdk(served: Served) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{served.base_url}/v1", api_key=KEY, max_retries=0,
+                         timeout=30)
 
 
 def stop(served: Served) -> tuple[list[int], list[int]]:
@@ -92,31 +53,10 @@ def stop(served: Served) -> tuple[list[int], list[int]]:
     try:
         served.proc.wait(timeout=60)
     finally:
-        left = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+        left = [pid for pid in workers if alive(pid)]
         for pid in left:
             os.kill(pid, signal.SIGKILL)
     return workers, left
-
-
-def serving_pid(response: object, port: int, workers: list[int]) -> int:
-    """The worker holding the server side of the (kept-alive) connection an httpx response
-    came on: the client's port → the socket in /proc/net/tcp → the worker with that fd."""
-    stream = response.extensions["network_stream"]  # type: ignore[attr-defined]
-    client_port = stream.get_extra_info("client_addr")[1]
-    inode = None
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        f = line.split()
-        if int(f[1].split(":")[1], 16) == port and int(f[2].split(":")[1], 16) == client_port:
-            inode = f[9]
-    assert inode is not None, f"no server socket for client port {client_port}"
-    for pid in workers:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                if os.readlink(fd) == f"socket:[{inode}]":
-                    return pid
-            except OSError:
-                continue
-    raise AssertionError(f"no worker of {workers} holds socket {inode}")
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +95,7 @@ def test_two_workers_answer_warn_share_the_budget_and_stop_on_sigterm(
         assert len(workers) == 2 and served.proc.pid not in workers
         seen: set[int] = set()
         for _ in range(40):  # a fresh connection each time: whichever worker accepts it
-            with served.client() as client:
+            with sdk(served) as client:
                 raw = client.chat.completions.with_raw_response.create(
                     model="semroute", messages=HI, max_tokens=MAX_TOKENS)  # type: ignore[arg-type]
                 answer = raw.parse()
@@ -170,7 +110,7 @@ def test_two_workers_answer_warn_share_the_budget_and_stop_on_sigterm(
 
         dear_by: dict[int, list[int]] = {}
         for i in range(40):  # until both workers served `dear` and at least 5 were sent
-            with served.client() as client:
+            with sdk(served) as client:
                 try:
                     raw = client.chat.completions.with_raw_response.create(
                         model="dear", messages=HI, max_tokens=MAX_TOKENS)  # type: ignore[arg-type]
@@ -196,7 +136,7 @@ def test_no_per_worker_warning_when_state_is_on_redis(
     routes, index, config = served_set
     served = start(routes, index, config, tmp_path / "serve.log", "--redis", redis_server.url)
     try:
-        with served.client() as client:
+        with sdk(served) as client:
             answer = client.chat.completions.create(model="semroute", messages=HI,  # type: ignore[arg-type]
                                                     max_tokens=MAX_TOKENS)
         assert answer.choices[0].message.content == "ok"
