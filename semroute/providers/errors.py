@@ -53,6 +53,15 @@ def is_transport_error(exc: BaseException) -> bool:
     )
 
 
+def is_dropped_connection(exc: BaseException) -> bool:
+    """True for an SDK timeout whose root cause is aiohttp losing the connection (not a
+    timeout): openai's aiohttp transport maps every `ClientConnectionError` to ConnectTimeout."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    return type(root).__module__.split(".")[0] == "aiohttp" and not isinstance(root, TimeoutError)
+
+
 def scope_for(status: int | None, text: str) -> ErrorScope:
     """How far a failure reaches, from its HTTP status (None: transport) and error text.
 
