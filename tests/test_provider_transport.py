@@ -211,3 +211,15 @@ def test_idle_async_connections_are_reused_then_closed_after_keepalive_expiry(
     assert burst == 12
     assert reused == 12  # sequential calls took idle connections, opened none
     assert seen and seen[-1] == 0, f"idle connections still open: {seen}"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_refused_async_connection_is_a_connection_failure_not_a_timeout(kind: str) -> None:
+    url = "http://127.0.0.1:9"  # the discard port: nothing listens
+    p = make_provider(ModelSpec(key="refused", provider=kind, model="refused-model",  # type: ignore[arg-type]
+                                base_url=url, timeout=5))
+    with pytest.raises(ProviderError) as err:
+        asyncio.run(p.acomplete(HELLO))
+    assert err.value.message.startswith("connection failed: ")
+    assert "Cannot connect to host 127.0.0.1:9" in err.value.message
+    assert err.value.scope is ErrorScope.RETRY

@@ -383,6 +383,8 @@ class Provider(ABC, Generic[C, AC]):
             return self._error(None, f"timed out after {self.spec.timeout:g} s", api_key)
         if isinstance(exc, sdk.connection) or is_transport_error(exc):
             cause = exc if is_transport_error(exc) else exc.__cause__ or exc.__context__
+            if isinstance(exc, sdk.timeout):  # a dropped connection: name aiohttp's error
+                cause = cause.__cause__ if cause and cause.__cause__ else cause
             detail = f": {type(cause).__name__}: {cause}" if cause else ""
             return self._error(None, f"connection failed{detail}", api_key)
         if isinstance(exc, sdk.base):  # a stream's error event, a response it could not validate

@@ -54,12 +54,15 @@ def is_transport_error(exc: BaseException) -> bool:
 
 
 def is_dropped_connection(exc: BaseException) -> bool:
-    """True for an SDK timeout whose root cause is aiohttp losing the connection (not a
-    timeout): openai's aiohttp transport maps every `ClientConnectionError` to ConnectTimeout."""
-    root = exc
-    while root.__cause__ is not None:
-        root = root.__cause__
-    return type(root).__module__.split(".")[0] == "aiohttp" and not isinstance(root, TimeoutError)
+    """True for an SDK timeout caused by aiohttp failing to connect or losing the connection
+    (not by a timeout): openai's aiohttp transport maps every `ClientConnectionError`,
+    connection refused included, to httpx's ConnectTimeout."""
+    cause = exc.__cause__
+    while cause is not None:
+        if type(cause).__module__.split(".")[0] == "aiohttp":
+            return not isinstance(cause, TimeoutError)
+        cause = cause.__cause__
+    return False
 
 
 def scope_for(status: int | None, text: str) -> ErrorScope:
