@@ -1,14 +1,14 @@
-"""What keeps the gateway's CPU per request low: the SDK clients keep few idle connections
-(their pool probes every idle socket on each request), and the loaded router sits out of the
+"""What keeps the gateway's CPU per request low: the sync SDK clients keep few idle connections
+(httpx's pool probes every idle socket on each request), and the loaded router sits out of the
 garbage collector's view (a full collection would walk it again and again), including after a
 hot reload, when the replaced router is freed."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
@@ -36,8 +36,11 @@ def open_connections_to(port: int) -> int:
     return count
 
 
-def test_after_a_burst_the_provider_keeps_at_most_the_pool_limit_of_idle_connections(
+def test_after_a_burst_a_sync_provider_keeps_at_most_the_pool_limit_of_idle_connections(
         tmp_path: Path) -> None:
+    """httpx (the sync clients) probes every idle socket on each request, so it keeps few; the
+    async clients' aiohttp pool checks only the one it takes, and closes idle connections after
+    `keepalive_expiry` (tests/test_provider_transport.py)."""
     keep = POOL_LIMITS.max_keepalive_connections
     assert keep is not None and keep < 40
     server = start_upstream(tmp_path)  # the benchmark's instant upstream (raw asyncio)
@@ -45,13 +48,10 @@ def test_after_a_burst_the_provider_keeps_at_most_the_pool_limit_of_idle_connect
         spec = ModelSpec(key="m", provider="openai", model="bench-model",
                          base_url=f"http://127.0.0.1:{server.port}/v1")
         provider = make_provider(spec)
-
-        async def burst() -> int:
-            answers = await asyncio.gather(*(provider.acomplete(HELLO) for _ in range(40)))
-            assert len(answers) == 40
-            return open_connections_to(server.port)
-
-        assert asyncio.run(burst()) <= keep
+        with ThreadPoolExecutor(40) as pool:
+            answers = list(pool.map(lambda _: provider.complete(HELLO), range(40)))
+        assert len(answers) == 40
+        assert open_connections_to(server.port) <= keep
     finally:
         server.stop()
 

@@ -49,6 +49,7 @@ from semroute.gateway.live import (
 from semroute.gateway.metrics import GatewayMetrics
 from semroute.gateway.options import dispatch_options
 from semroute.gateway.tracing import Spans
+from semroute.providers import aclose_clients
 from semroute.routing import Router
 
 log = logging.getLogger("semroute.gateway")
@@ -381,6 +382,7 @@ def create_app(routes: str | Path = "routes", index: str | Path = "indexes/defau
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            await aclose_clients()  # the upstream sessions, while the loop still runs
             gw.spans.shutdown()
 
     middleware = [Middleware(CORSMiddleware, allow_origins=settings.cors_origins,

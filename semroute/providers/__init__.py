@@ -18,7 +18,7 @@ from semroute.errors import (
     StreamInterruptedError,
 )
 from semroute.providers.base import Completion, Provider
-from semroute.providers.clients import POOL_LIMITS
+from semroute.providers.clients import POOL_LIMITS, aclose_clients
 from semroute.providers.effects import (
     ModelCall,
     Offload,
@@ -67,6 +67,7 @@ __all__ = [
     "ToolCallDelta",
     "ToolChoice",
     "Usage",
+    "aclose_clients",
     "arguments_object",
     "as_stop",
     "as_tool_choice",

@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import anthropic
-from anthropic.types import Message as AnthropicMessage
-from anthropic.types import RawMessageStreamEvent
 
 from semroute.config import Usage
 from semroute.providers.base import Provider
@@ -44,8 +42,8 @@ FINISH = {
 
 
 class AnthropicProvider(Provider[anthropic.Anthropic, anthropic.AsyncAnthropic]):
-    """Messages through the official `anthropic` SDK (its generic `post`, with the SDK's own
-    response and stream types: see `post_arguments`)."""
+    """Messages through the official `anthropic` SDK (its generic `post`, reading the response
+    and each stream event as plain JSON: see `post_arguments`)."""
 
     name = "anthropic"
     default_key_env = "ANTHROPIC_API_KEY"
@@ -69,7 +67,7 @@ class AnthropicProvider(Provider[anthropic.Anthropic, anthropic.AsyncAnthropic])
     def _new_async_client(self, api_key: str) -> anthropic.AsyncAnthropic:
         return anthropic.AsyncAnthropic(
             api_key=api_key, base_url=self._base_url(), max_retries=0,
-            http_client=anthropic.DefaultAsyncHttpxClient(limits=POOL_LIMITS))
+            http_client=anthropic.DefaultAioHttpClient(limits=POOL_LIMITS))
 
     def _build(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -107,62 +105,65 @@ class AnthropicProvider(Provider[anthropic.Anthropic, anthropic.AsyncAnthropic])
 
     def _create(self, client: anthropic.Anthropic, kwargs: dict[str, Any]) -> Any:
         body, options = post_arguments(kwargs)
-        return client.post(MESSAGES_PATH, body=body, options=options, cast_to=AnthropicMessage,
-                           stream=bool(body.get("stream")),
-                           stream_cls=anthropic.Stream[RawMessageStreamEvent])
+        return client.post(MESSAGES_PATH, body=body, options=options, cast_to=object,
+                           stream=bool(body.get("stream")), stream_cls=anthropic.Stream[object])
 
     async def _acreate(self, client: anthropic.AsyncAnthropic, kwargs: dict[str, Any]) -> Any:
         body, options = post_arguments(kwargs)
-        return await client.post(MESSAGES_PATH, body=body, options=options,
-                                 cast_to=AnthropicMessage, stream=bool(body.get("stream")),
-                                 stream_cls=anthropic.AsyncStream[RawMessageStreamEvent])
+        return await client.post(MESSAGES_PATH, body=body, options=options, cast_to=object,
+                                 stream=bool(body.get("stream")),
+                                 stream_cls=anthropic.AsyncStream[object])
 
     def _parse(
-        self, response: Any, request: ChatRequest
+        self, response: dict[str, Any], request: ChatRequest
     ) -> tuple[str, str | None, Usage, str | None, tuple[ToolCall, ...]]:
+        content = response.get("content")
+        if not isinstance(content, list):
+            raise ValueError("the response has no content list")
         parts: list[str] = []
         calls: list[ToolCall] = []
-        for block in response.content:
-            if block.type == "text":
-                parts.append(block.text)
-            elif block.type == "tool_use" and request.labels:  # our label tool: its input
-                parts.append(json.dumps(block.input))
-            elif block.type == "tool_use":
-                calls.append(ToolCall(block.id, block.name, json.dumps(block.input)))
-        usage = Usage(_input_tokens(response.usage) or 0, response.usage.output_tokens or 0)
-        finish = _finish(response.stop_reason)
-        return "".join(parts), response.model, usage, finish, tuple(calls)
+        for block in content:
+            kind = block.get("type")
+            if kind == "text":
+                parts.append(block.get("text") or "")
+            elif kind == "tool_use" and request.labels:  # our label tool: its input
+                parts.append(json.dumps(block.get("input")))
+            elif kind == "tool_use":
+                calls.append(ToolCall(block.get("id") or f"call_{len(calls)}", block["name"],
+                                      json.dumps(block.get("input") or {})))
+        usage = response.get("usage") or {}
+        tokens = Usage(_input_tokens(usage) or 0, usage.get("output_tokens") or 0)
+        return ("".join(parts), response.get("model"), tokens,
+                _finish(response.get("stop_reason")), tuple(calls))
 
-    def _delta(self, event: Any, request: ChatRequest) -> StreamDelta:
-        kind = event.type
+    def _delta(self, event: dict[str, Any], request: ChatRequest) -> StreamDelta:
+        kind = event.get("type")
         if kind == "message_start":
-            msg = event.message
-            return StreamDelta(
-                model=msg.model,
-                input_tokens=_input_tokens(msg.usage),
-                output_tokens=msg.usage.output_tokens,
-            )
-        if kind == "content_block_start" and event.content_block.type == "tool_use":
-            block = event.content_block
-            if request.labels:
+            msg = event.get("message") or {}
+            usage = msg.get("usage") or {}
+            return StreamDelta(model=msg.get("model"), input_tokens=_input_tokens(usage),
+                               output_tokens=usage.get("output_tokens"))
+        if kind == "content_block_start":
+            block = event.get("content_block") or {}
+            if block.get("type") != "tool_use" or request.labels:
                 return StreamDelta()
-            return StreamDelta(tool_calls=[ToolCallDelta(event.index, block.id, block.name)])
+            return StreamDelta(tool_calls=[
+                ToolCallDelta(event.get("index", 0), block.get("id"), block.get("name"))])
         if kind == "content_block_delta":
-            d = event.delta
-            if d.type == "text_delta":
-                return StreamDelta(text=d.text)
-            if d.type == "input_json_delta" and request.labels:  # our label tool: as text
-                return StreamDelta(text=d.partial_json)
-            if d.type == "input_json_delta":
-                return StreamDelta(
-                    tool_calls=[ToolCallDelta(event.index, arguments=d.partial_json)]
-                )
+            d = event.get("delta") or {}
+            if d.get("type") == "text_delta":
+                return StreamDelta(text=d.get("text"))
+            if d.get("type") == "input_json_delta" and request.labels:  # label tool: as text
+                return StreamDelta(text=d.get("partial_json"))
+            if d.get("type") == "input_json_delta":
+                return StreamDelta(tool_calls=[
+                    ToolCallDelta(event.get("index", 0), arguments=d.get("partial_json"))])
         if kind == "message_delta":
-            usage = event.usage
+            usage = event.get("usage") or {}
             return StreamDelta(
                 input_tokens=_input_tokens(usage),
-                output_tokens=usage.output_tokens,
-                finish_reason=_finish(event.delta.stop_reason),
+                output_tokens=usage.get("output_tokens"),
+                finish_reason=_finish((event.get("delta") or {}).get("stop_reason")),
             )
         return StreamDelta()
 
@@ -237,14 +238,12 @@ def _anthropic_part(part: dict[str, Any]) -> dict[str, Any]:
     return {"type": "image", "source": {"type": "url", "url": url}}
 
 
-def _input_tokens(usage: Any) -> int | None:
+def _input_tokens(usage: dict[str, Any]) -> int | None:
     """Anthropic counts prompt-cache reads and writes apart from `input_tokens`; add them up."""
-    base = getattr(usage, "input_tokens", None)
+    base = usage.get("input_tokens")
     if not isinstance(base, int):
         return None  # e.g. a message_delta that only reports output tokens
-    cached = (
-        getattr(usage, n, None) for n in ("cache_read_input_tokens", "cache_creation_input_tokens")
-    )
+    cached = (usage.get(n) for n in ("cache_read_input_tokens", "cache_creation_input_tokens"))
     return base + sum(c for c in cached if isinstance(c, int))
 
 

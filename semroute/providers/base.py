@@ -7,6 +7,7 @@ stream bookkeeping in streaming.py, the error taxonomy in errors.py.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from semroute.providers.errors import (
     body_codes,
     body_message,
     body_status,
+    is_dropped_connection,
     is_transport_error,
     parse_retry_after,
     scope_for,
@@ -53,6 +55,9 @@ class Completion:
     label: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
 
+
+MALFORMED = (ValueError, KeyError, TypeError, AttributeError, IndexError)
+"""What reading a JSON body of the wrong shape raises: a malformed answer, the server's fault."""
 
 C = TypeVar("C")
 AC = TypeVar("AC")
@@ -255,8 +260,29 @@ class Provider(ABC, Generic[C, AC]):
         return _ErrorGuard(self, call)
 
     def _from_response(self, call: PreparedCall, response: Any) -> Completion:
-        text, model, usage, finish, calls = self._parse(response, call.request)
+        if isinstance(response, str):  # a body not labelled JSON: the SDKs hand it over as text
+            with contextlib.suppress(ValueError):
+                response = json.loads(response)
+        try:
+            if not isinstance(response, dict):
+                raise ValueError(f"not a JSON object: {str(response)[:200]!r}")
+            text, model, usage, finish, calls = self._parse(response, call.request)
+        except MALFORMED as exc:
+            raise self._malformed(exc, call.api_key) from None
         return self._completion(call, text, model, usage, finish, calls)
+
+    def _event(self, event: Any, call: PreparedCall) -> StreamDelta:
+        """What one stream event contributes; an event of the wrong shape is the server's."""
+        try:
+            if not isinstance(event, dict):
+                raise ValueError(f"event is not a JSON object: {str(event)[:200]!r}")
+            return self._delta(event, call.request)
+        except MALFORMED as exc:
+            raise self._malformed(exc, call.api_key) from None
+
+    def _malformed(self, exc: Exception, api_key: str) -> ProviderError:
+        return self._error(None, f"malformed response from the server: "
+                                 f"{type(exc).__name__}: {exc}", api_key)
 
     def _from_stream(self, call: PreparedCall, state: StreamState) -> Completion:
         usage = Usage(state.input_tokens, state.output_tokens)
@@ -330,13 +356,14 @@ class Provider(ABC, Generic[C, AC]):
 
     @abstractmethod
     def _parse(
-        self, response: Any, request: ChatRequest
+        self, response: dict[str, Any], request: ChatRequest
     ) -> tuple[str, str | None, Usage, str | None, tuple[ToolCall, ...]]:
-        """(text, model, usage, finish_reason, tool calls) of a whole response."""
+        """(text, model, usage, finish_reason, tool calls) of a whole JSON response; raises
+        one of MALFORMED when the body lacks what an answer must have."""
 
     @abstractmethod
-    def _delta(self, event: Any, request: ChatRequest) -> StreamDelta:
-        """What one stream event contributes."""
+    def _delta(self, event: dict[str, Any], request: ChatRequest) -> StreamDelta:
+        """What one JSON stream event contributes."""
 
     def _map_error(self, exc: Exception, api_key: str) -> ProviderError | None:
         """The ProviderError for an SDK exception, or None to let it propagate."""
@@ -352,10 +379,12 @@ class Provider(ABC, Generic[C, AC]):
             return self._error(
                 status, message, api_key, parse_retry_after(headers), body_codes(body)
             )
-        if isinstance(exc, sdk.timeout):
+        if isinstance(exc, sdk.timeout) and not is_dropped_connection(exc):
             return self._error(None, f"timed out after {self.spec.timeout:g} s", api_key)
         if isinstance(exc, sdk.connection) or is_transport_error(exc):
             cause = exc if is_transport_error(exc) else exc.__cause__ or exc.__context__
+            if isinstance(exc, sdk.timeout):  # a dropped connection: name aiohttp's error
+                cause = cause.__cause__ if cause and cause.__cause__ else cause
             detail = f": {type(cause).__name__}: {cause}" if cause else ""
             return self._error(None, f"connection failed{detail}", api_key)
         if isinstance(exc, sdk.base):  # a stream's error event, a response it could not validate

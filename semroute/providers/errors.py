@@ -53,6 +53,18 @@ def is_transport_error(exc: BaseException) -> bool:
     )
 
 
+def is_dropped_connection(exc: BaseException) -> bool:
+    """True for an SDK timeout caused by aiohttp failing to connect or losing the connection
+    (not by a timeout): openai's aiohttp transport maps every `ClientConnectionError`,
+    connection refused included, to httpx's ConnectTimeout."""
+    cause = exc.__cause__
+    while cause is not None:
+        if type(cause).__module__.split(".")[0] == "aiohttp":
+            return not isinstance(cause, TimeoutError)
+        cause = cause.__cause__
+    return False
+
+
 def scope_for(status: int | None, text: str) -> ErrorScope:
     """How far a failure reaches, from its HTTP status (None: transport) and error text.
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import openai
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from semroute.config import Usage
 from semroute.providers.base import Provider
@@ -32,8 +31,8 @@ CHAT_PATH = "/chat/completions"
 
 
 class OpenAIProvider(Provider[openai.OpenAI, openai.AsyncOpenAI]):
-    """Chat completions through the official `openai` SDK (its generic `post`, with the SDK's
-    own response and stream types: see `post_arguments`)."""
+    """Chat completions through the official `openai` SDK (its generic `post`, reading the
+    response and each stream event as plain JSON: see `post_arguments`)."""
 
     name = "openai"
     default_key_env = "OPENAI_API_KEY"
@@ -51,7 +50,7 @@ class OpenAIProvider(Provider[openai.OpenAI, openai.AsyncOpenAI]):
 
     def _new_async_client(self, api_key: str) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(api_key=api_key, base_url=self.spec.base_url, max_retries=0,
-                                  http_client=openai.DefaultAsyncHttpxClient(limits=POOL_LIMITS))
+                                  http_client=openai.DefaultAioHttpClient(limits=POOL_LIMITS))
 
     def _build(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
         messages: list[dict[str, Any]] = []
@@ -94,41 +93,46 @@ class OpenAIProvider(Provider[openai.OpenAI, openai.AsyncOpenAI]):
 
     def _create(self, client: openai.OpenAI, kwargs: dict[str, Any]) -> Any:
         body, options = post_arguments(kwargs)
-        return client.post(CHAT_PATH, body=body, options=options, cast_to=ChatCompletion,
-                           stream=bool(body.get("stream")),
-                           stream_cls=openai.Stream[ChatCompletionChunk])
+        return client.post(CHAT_PATH, body=body, options=options, cast_to=object,
+                           stream=bool(body.get("stream")), stream_cls=openai.Stream[object])
 
     async def _acreate(self, client: openai.AsyncOpenAI, kwargs: dict[str, Any]) -> Any:
         body, options = post_arguments(kwargs)
-        return await client.post(CHAT_PATH, body=body, options=options, cast_to=ChatCompletion,
+        return await client.post(CHAT_PATH, body=body, options=options, cast_to=object,
                                  stream=bool(body.get("stream")),
-                                 stream_cls=openai.AsyncStream[ChatCompletionChunk])
+                                 stream_cls=openai.AsyncStream[object])
 
     def _parse(
-        self, response: Any, request: ChatRequest
+        self, response: dict[str, Any], request: ChatRequest
     ) -> tuple[str, str | None, Usage, str | None, tuple[ToolCall, ...]]:
-        choice = response.choices[0] if response.choices else None
-        text = (choice.message.content or "") if choice else ""
-        finish = choice.finish_reason if choice else None
+        choices = response.get("choices")
+        if not choices:
+            raise ValueError("the response has no choices")
+        choice = choices[0]
+        message = choice.get("message") or {}
         calls = tuple(
-            ToolCall(c.id, c.function.name, c.function.arguments or "{}")
-            for c in (choice.message.tool_calls or [] if choice else [])
-            if getattr(c, "function", None) is not None  # "custom" tools carry no function
+            ToolCall(c.get("id") or f"call_{i}", c["function"]["name"],
+                     c["function"].get("arguments") or "{}")
+            for i, c in enumerate(message.get("tool_calls") or [])
+            if c.get("function") is not None  # "custom" tools carry no function
         )
-        return text, response.model, _usage(response.usage), finish, calls
+        return (message.get("content") or "", response.get("model"),
+                _usage(response.get("usage")), choice.get("finish_reason"), calls)
 
-    def _delta(self, event: Any, request: ChatRequest) -> StreamDelta:
-        delta = StreamDelta(model=event.model or None)
-        if event.choices:
-            choice = event.choices[0]
-            delta.text = choice.delta.content if choice.delta else None
-            delta.finish_reason = choice.finish_reason
-            for c in (choice.delta.tool_calls or []) if choice.delta else []:
-                fn = c.function
+    def _delta(self, event: dict[str, Any], request: ChatRequest) -> StreamDelta:
+        delta = StreamDelta(model=event.get("model") or None)
+        choices = event.get("choices")
+        if choices:
+            choice = choices[0]
+            d = choice.get("delta") or {}
+            delta.text = d.get("content")
+            delta.finish_reason = choice.get("finish_reason")
+            for i, c in enumerate(d.get("tool_calls") or []):
+                fn = c.get("function") or {}
                 delta.tool_calls.append(ToolCallDelta(
-                    c.index, c.id or None, fn.name if fn else None, fn.arguments if fn else None))
-        if event.usage is not None:
-            usage = _usage(event.usage)
+                    c.get("index", i), c.get("id") or None, fn.get("name"), fn.get("arguments")))
+        if event.get("usage") is not None:
+            usage = _usage(event["usage"])
             delta.input_tokens, delta.output_tokens = usage.input_tokens, usage.output_tokens
         return delta
 
@@ -179,7 +183,7 @@ def _openai_part(part: dict[str, Any]) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def _usage(usage: Any) -> Usage:
-    if usage is None:
+def _usage(usage: dict[str, Any] | None) -> Usage:
+    if not usage:
         return Usage()
-    return Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0)
+    return Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)

@@ -119,7 +119,7 @@ class _StreamBase:
 
     def _step(self, event: Any) -> Item | None:
         """Feed one event; its first item (the rest wait in the queue)."""
-        items = self._state.feed(self._provider._delta(event, self._call.request))
+        items = self._state.feed(self._provider._event(event, self._call))
         self._queue.extend(items[1:])
         return items[0] if items else None
 
