@@ -137,6 +137,17 @@ def test_a_json_answer_labelled_as_text_is_still_read(server: RawServer, kind: s
     assert asyncio.run(p.acomplete(HELLO)).text == "plain"
 
 
+def test_an_empty_choices_list_is_an_empty_answer_not_an_error(server: RawServer) -> None:
+    """A server may answer `choices: []` (nothing generated, e.g. a filter): that is an answer
+    with no text, as before the dict reading, not a malformed body to fail over from."""
+    server.body = json.dumps({"model": "m", "choices": [],
+                              "usage": {"prompt_tokens": 3, "completion_tokens": 0}}).encode()
+    server.content_type = "application/json"
+    p = make_provider(server.spec("openai"))
+    for got in (p.complete(HELLO), asyncio.run(p.acomplete(HELLO))):
+        assert (got.text, got.finish_reason, got.usage.input_tokens) == ("", None, 3)
+
+
 def unclosed(records: list[warnings.WarningMessage], logs: list[logging.LogRecord]) -> list[str]:
     """Unclosed-session complaints, and aiohttp sessions still alive and open."""
     gc.collect()

@@ -106,9 +106,9 @@ class OpenAIProvider(Provider[openai.OpenAI, openai.AsyncOpenAI]):
         self, response: dict[str, Any], request: ChatRequest
     ) -> tuple[str, str | None, Usage, str | None, tuple[ToolCall, ...]]:
         choices = response.get("choices")
-        if not choices:
+        if not isinstance(choices, list):
             raise ValueError("the response has no choices")
-        choice = choices[0]
+        choice = choices[0] if choices else {}  # `[]`: nothing generated, an empty answer
         message = choice.get("message") or {}
         calls = tuple(
             ToolCall(c.get("id") or f"call_{i}", c["function"]["name"],
