@@ -162,3 +162,29 @@ def test_ctrl_c_drains_every_worker_and_exits_0(slow_upstream: FaultyServer,
     assert stream.error is None and stream.data[-1] == "[DONE]"
     for pid in workers:
         assert f"worker [{pid}] exited with code 0" in served.text()
+
+
+def test_a_signal_arriving_while_the_process_exits_cannot_turn_exit_0_into_a_kill() -> None:
+    """The supervisor's SIGTERM can reach a worker that has already drained and is exiting,
+    after Python has put the default handlers back: the process must still exit 0, not die
+    by the signal (-15; CI saw exactly this). Here the late SIGTERM is sent by an exit
+    handler that runs after semroute's, once it has done what CPython's finalisation does
+    (a signal with a Python handler goes back to the default action; an ignored one stays
+    ignored). Masking the signal would not do: faiss and BLAS threads would take it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import atexit, os, signal\n"
+        "def late():\n"
+        "    if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:\n"
+        "        signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "atexit.register(late)  # registered first: runs last\n"
+        "signal.signal(signal.SIGTERM, lambda *_: None)  # the drain's handler\n"
+        "from semroute.gateway.server import ignore_signals_at_exit\n"
+        "ignore_signals_at_exit()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])

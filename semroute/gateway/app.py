@@ -369,14 +369,13 @@ def create_app(routes: str | Path = "routes", index: str | Path = "indexes/defau
         await anyio.to_thread.run_sync(gw.live.load_now)
         settle_heap()  # before the first request: nothing to stall yet
         watcher = asyncio.create_task(gw.live.watch(settings.reload_poll_seconds, settle_heap))
-        hup = config_path is not None and threading.current_thread() is threading.main_thread()
-        if hup and config_path is not None:
-            asyncio.get_running_loop().add_signal_handler(
-                signal.SIGHUP, partial(gw.reload_settings, config_path))
+        hup = config_path if threading.current_thread() is threading.main_thread() else None
+        if hup is not None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, gw.reload_settings, hup)
         try:
             yield
         finally:
-            if hup:
+            if hup is not None:
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             await anyio.to_thread.run_sync(flush_journal, gw.live.current)
             watcher.cancel()

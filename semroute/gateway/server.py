@@ -6,6 +6,7 @@ process: swapped in place; workers: checked, then the workers are replaced one b
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import os
@@ -61,6 +62,15 @@ def _stopped(signum: int, frame: object) -> None:
     process ends normally (exit 0, atexit handlers run) instead of dying by the signal."""
 
 
+def ignore_signals_at_exit() -> None:
+    """Ignore SIGTERM/SIGINT once the process is exiting (after the drain): Python puts the
+    default action back for every signal it handled (not for ignored ones) while it
+    finalises, so a late signal (the supervisor's SIGTERM reaching a worker that already
+    drained) would otherwise end an exit 0 as a kill (-15)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        atexit.register(signal.signal, sig, signal.SIG_IGN)
+
+
 class GatewayConfig(uvicorn.Config):
     """uvicorn's Config, plus what a spawned worker process sets before its server starts
     (uvicorn calls `configure_logging` first thing in the child): SIGTERM or SIGINT (Ctrl-C
@@ -81,6 +91,7 @@ class GatewayConfig(uvicorn.Config):
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, _stopped)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            ignore_signals_at_exit()
 
 
 def _config(app: Starlette | str, host: str, port: int, settings: GatewaySettings,
@@ -121,6 +132,7 @@ def serve(routes: str | Path, index: str | Path, *, workers: int = 1, host: str 
     if workers <= 1:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, _stopped)  # restored by uvicorn after the drain
+        ignore_signals_at_exit()
         server(routes, index, host=host, port=port, profile=profile, settings=settings,
                access_log=access_log, log_level=log_level, redis_url=redis_url,
                config_path=config_path).run()
