@@ -190,3 +190,32 @@ def test_sighup_replaces_the_workers_one_by_one_with_the_new_keys(
     finally:
         if served.proc.poll() is None:
             kill(served)
+
+
+def test_a_replacement_worker_that_cannot_start_leaves_the_old_ones_serving_and_says_so(
+        served_set: tuple[Path, Path], tmp_path: Path) -> None:
+    """SIGHUP with a route folder broken since start-up: the first new worker fails, uvicorn
+    stops the replacement, the old workers keep serving with the old keys, and the log says
+    how many workers run the new gateway.yaml and what to do."""
+    import shutil
+
+    routes, index = served_set
+    routes = Path(shutil.copytree(routes, tmp_path / "routes"))
+    config = tmp_path / "gateway.yaml"
+    write_config(config, {"steady": STEADY, "old": OLD})
+    served = start_serve(routes, index, config, tmp_path / "serve.log", workers=2)
+    try:
+        first = set(served.workers())
+        (routes / "broken.yaml").write_text("name: [unclosed\n")  # new workers cannot load
+        write_config(config, {"steady": STEADY, "new": NEW})
+        served.proc.send_signal(signal.SIGHUP)
+        wait_for_text(served, "SIGHUP: 0 of 2 workers replaced", timeout=120)
+        assert set(served.workers()) == first, "an old worker was stopped"
+        assert status(served.base_url, OLD) == 200 and status(served.base_url, NEW) == 401
+        line = next(ln for ln in served.text().splitlines() if "workers replaced" in ln)
+        assert "previous settings" in line and "SIGHUP again" in line, line
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(timeout=60) == 0
+    finally:
+        if served.proc.poll() is None:
+            kill(served)

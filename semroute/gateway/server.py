@@ -188,7 +188,14 @@ class Supervisor(Multiprocess):
         os.environ[WORKER_ENV] = self.spec.model_dump_json()
         self.config.timeout_graceful_shutdown = int(new.drain_seconds + 0.999)
         log.info("semroute serve: SIGHUP: replacing the workers one at a time")
+        before = list(self.processes)
         super().handle_hup()
+        done = sum(new is not old for new, old in zip(self.processes, before, strict=True))
+        if done < len(before) and not self.should_exit.is_set():
+            log.error("semroute serve: SIGHUP: %d of %d workers replaced; the others keep the "
+                      "previous settings (a worker that restarts reads the new file): fix what "
+                      "stopped the new worker (logged above), then send SIGHUP again",
+                      done, len(before))
 
     def join_all(self) -> None:
         for process in self.processes:
