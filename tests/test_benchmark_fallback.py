@@ -113,12 +113,18 @@ def write_split(path: Path, rows: dict[str, list[str]]) -> None:
         w.writerows([t, label] for label, texts in rows.items() for t in texts)
 
 
-def test_n0_writes_the_index_side_only_without_an_llm(tmp_path: Path) -> None:
+def tiny_set(tmp_path: Path) -> Path:
+    """The three-intent set as a dataset folder (train/valid/test CSVs) named `tiny`."""
     data = tmp_path / "tiny"
     data.mkdir()
     write_split(data / "train.csv", INTENTS)
     write_split(data / "valid.csv", VALID)
     write_split(data / "test.csv", TEST)
+    return data
+
+
+def test_n0_writes_the_index_side_only_without_an_llm(tmp_path: Path) -> None:
+    data = tiny_set(tmp_path)
     out = tmp_path / "results"
     # No floor: every undecided query is sent, so with top-1 on them every query is routed
     # and "+ top-1 on sent" is the index's plain top-1 accuracy over all in-scope queries.
@@ -145,11 +151,7 @@ def test_n0_writes_the_index_side_only_without_an_llm(tmp_path: Path) -> None:
 
 
 def test_top1_is_scored_on_the_queries_an_earlier_llm_run_sampled(tmp_path: Path) -> None:
-    data = tmp_path / "tiny"
-    data.mkdir()
-    write_split(data / "train.csv", INTENTS)
-    write_split(data / "valid.csv", VALID)
-    write_split(data / "test.csv", TEST)
+    data = tiny_set(tmp_path)
     args = ["--n", "0", "--no-floor", "--datasets", str(data), "--work", str(tmp_path / "w")]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     # An LLM run's json holding two sent queries, one in scope (the LLM got it wrong, top-1

@@ -118,3 +118,14 @@ def test_close_lets_the_running_job_finish_drops_the_queued_ones_and_stops_the_w
     assert ran == ["slow"] and p.dropped == 1
     assert not p.submit(lambda: None), "a closed worker takes no more jobs"
     assert not p.running
+
+
+def test_join_with_a_timeout_says_whether_every_job_ran_without_waiting_longer() -> None:
+    """What the gateway's shutdown uses to wait a bounded time for journal writes."""
+    gate = threading.Event()
+    p = BackgroundWorker("test", "a test job", max_queued=4)
+    assert p.join(0.0), "nothing queued: done at once"
+    p.submit(gate.wait)
+    assert p.join(0.2) is False, "a job still running is not done"
+    gate.set()
+    assert p.join(5.0) is True and p.done == 1

@@ -59,9 +59,12 @@ class BackgroundWorker:
         """Whether the worker thread is alive."""
         return self._thread is not None and self._thread.is_alive()
 
-    def join(self) -> None:
-        """Wait until every queued job has run (tests and benchmarks use this)."""
-        self._jobs.join()
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every queued job has run, at most `timeout` s (None: no limit); whether
+        they all have (a server's shutdown waits a bounded time, tests wait for good)."""
+        done = self._jobs.all_tasks_done
+        with done:
+            return done.wait_for(lambda: not self._jobs.unfinished_tasks, timeout)
 
     def close(self, timeout: float = STOP_WAIT_S) -> None:
         """Stop the worker after its current job; jobs still queued are dropped."""

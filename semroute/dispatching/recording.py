@@ -199,9 +199,9 @@ class OutcomeRecorder:
             tx.put_vectors(self.fingerprint, [records[0].text_hash], vectors)
             tx.put_features([records[0].text_hash], text_features([query]))
 
-    def join(self) -> None:
-        """Wait until every queued write has run (tests and benchmarks use this)."""
-        self.worker.join()
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every queued write has run, at most `timeout` s; whether they all have."""
+        return self.worker.join(timeout)
 
     def close(self) -> None:
         """Close the store connection (queued writes finish first)."""

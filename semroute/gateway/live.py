@@ -9,7 +9,6 @@ import contextlib
 import gc
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -142,13 +141,9 @@ def flush_journal(serving: Serving | None, timeout: float = FLUSH_S) -> None:
     written: at shutdown, after the drain, so a drained stream's trace is not lost with the
     process (the background writer is a daemon thread)."""
     recorder = None if serving is None else serving.dispatcher.state.recorder
-    if recorder is not None:
-        done = threading.Thread(target=recorder.join, name="semroute-flush", daemon=True)
-        done.start()
-        done.join(timeout)
-        if done.is_alive():
-            log.warning("semroute serve: journal writes still pending after %.0f s at "
-                        "shutdown", timeout)
+    if recorder is not None and not recorder.join(timeout):
+        log.warning("semroute serve: journal writes still pending after %.0f s at shutdown",
+                    timeout)
 
 
 def readiness_problems(router: Router) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -71,6 +72,19 @@ def ignore_signals_at_exit() -> None:
         atexit.register(signal.signal, sig, signal.SIG_IGN)
 
 
+def exit_0_after_drain() -> None:
+    """TERM/INT end this serving process with 0 once uvicorn has drained it: uvicorn's
+    re-raise of the caught signal does nothing (`_stopped`), and a late one is ignored."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stopped)  # restored by uvicorn after the drain
+    ignore_signals_at_exit()
+
+
+def drain_timeout(settings: GatewaySettings) -> int:
+    """uvicorn's `timeout_graceful_shutdown` (whole seconds) for `drain_seconds`, rounded up."""
+    return math.ceil(settings.drain_seconds)
+
+
 class GatewayConfig(uvicorn.Config):
     """uvicorn's Config, plus what a spawned worker process sets before its server starts
     (uvicorn calls `configure_logging` first thing in the child): SIGTERM or SIGINT (Ctrl-C
@@ -88,10 +102,8 @@ class GatewayConfig(uvicorn.Config):
                 ours.addHandler(handler)
             ours.setLevel(logging.getLogger("uvicorn.error").getEffectiveLevel())
         if self.worker_signals and multiprocessing.parent_process() is not None:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, _stopped)
+            exit_0_after_drain()
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
-            ignore_signals_at_exit()
 
 
 def _config(app: Starlette | str, host: str, port: int, settings: GatewaySettings,
@@ -99,7 +111,7 @@ def _config(app: Starlette | str, host: str, port: int, settings: GatewaySetting
     return GatewayConfig(app, host=host, port=port, access_log=access_log,
                           log_level=log_level, lifespan="on", workers=workers,
                           factory=isinstance(app, str),
-                          timeout_graceful_shutdown=int(settings.drain_seconds + 0.999),
+                          timeout_graceful_shutdown=drain_timeout(settings),
                           timeout_worker_healthcheck=HEALTHCHECK_SECONDS,
                           server_header=False)
 
@@ -130,9 +142,7 @@ def serve(routes: str | Path, index: str | Path, *, workers: int = 1, host: str 
     (`Supervisor`). SIGHUP re-reads `config_path` (gateway.yaml) in both modes."""
     settings = settings or GatewaySettings()
     if workers <= 1:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, _stopped)  # restored by uvicorn after the drain
-        ignore_signals_at_exit()
+        exit_0_after_drain()
         server(routes, index, host=host, port=port, profile=profile, settings=settings,
                access_log=access_log, log_level=log_level, redis_url=redis_url,
                config_path=config_path).run()
@@ -186,11 +196,11 @@ class Supervisor(Multiprocess):
             return
         self.spec = self.spec.model_copy(update={"settings": new})
         os.environ[WORKER_ENV] = self.spec.model_dump_json()
-        self.config.timeout_graceful_shutdown = int(new.drain_seconds + 0.999)
+        self.config.timeout_graceful_shutdown = drain_timeout(new)
         log.info("semroute serve: SIGHUP: replacing the workers one at a time")
         before = list(self.processes)
         super().handle_hup()
-        done = sum(new is not old for new, old in zip(self.processes, before, strict=True))
+        done = sum(now is not was for now, was in zip(self.processes, before, strict=True))
         if done < len(before) and not self.should_exit.is_set():
             log.error("semroute serve: SIGHUP: %d of %d workers replaced; the others keep the "
                       "previous settings (a worker that restarts reads the new file): fix what "
