@@ -20,11 +20,11 @@ from typing import Any
 import yaml
 
 from benchmarks import gateway_load
+from tests.support.example_routes import copy_example_routes
 from tests.support.llm_server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 LITELLM_VENV = Path(os.environ.get("SEMROUTE_LITELLM_VENV", "/work/venv-litellm"))
-EXAMPLE_ROUTES = REPO / "routes"
 CLIENT_KEY = gateway_load.CLIENT_KEY  # what the load generator presents to every target
 
 
@@ -152,7 +152,7 @@ def bench_routes(workdir: Path, base_url: str, name: str = "routes",
     out = workdir / name
     if out.exists():
         shutil.rmtree(out)
-    shutil.copytree(EXAMPLE_ROUTES, out)
+    copy_example_routes(out)  # as shipped, without a quickstart's outcome store
     models = yaml.safe_load((out / "models.yaml").read_text())
     keys = list(models["profiles"][models["profile"]])
     models["profiles"]["bench"] = {k: {"provider": "openai", "model": "bench-model",

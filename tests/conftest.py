@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,20 +12,19 @@ import yaml
 from semroute.config import RouteSet, load_routes
 from semroute.index import build_index
 from semroute.routing import Router
+from tests.support.example_routes import copy_example_routes
 from tests.support.redis_server import MISSING, REDIS_SERVER, RedisServer
 
 pytest_plugins = ["tests.conftest_llm"]
 
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLE_ROUTES = REPO / "routes"
 
 
 @pytest.fixture(scope="session")
 def example_routes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private copy of the shipped example routes (tests may not touch the real ones)."""
-    dst = tmp_path_factory.mktemp("example") / "routes"
-    shutil.copytree(EXAMPLE_ROUTES, dst)
-    return dst
+    """A private copy of the shipped example routes (tests may not touch the real ones), as
+    shipped: not what running them left in this checkout (tests/support/example_routes.py)."""
+    return copy_example_routes(tmp_path_factory.mktemp("example") / "routes")
 
 
 @pytest.fixture(scope="session")
